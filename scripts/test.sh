@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command (README "Development"): installs what the tests need, then runs every check.
+# Works on a fresh machine; CI (.ci/run) calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-test-deps.sh
+
+echo "== format and lints"
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
+
+echo "== tests (unit, integration, nginx end-to-end, real OpenID provider)"
+cargo test --locked --all-targets
+
+if [ -x scripts/check-chart.sh ]; then
+  echo "== Helm chart and Dockerfile"
+  scripts/check-chart.sh
+fi

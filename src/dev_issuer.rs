@@ -1,0 +1,294 @@
+//! A development identity provider: fresh keys in memory, a discovery document and a JWKS on
+//! loopback, and a signer. `jwtgate demo` trusts one; the tests and benches drive one with its
+//! switches (failures, hangs, garbage, keys added and removed, hit counters). Never reachable
+//! from `serve`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self as sig, KeyPair as _};
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+/// How the JWKS and discovery endpoints behave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Serve the documents.
+    Normal,
+    /// Answer 500.
+    Error,
+    /// Accept the request and never answer.
+    Hang,
+    /// Answer 200 with a body that is not JSON.
+    Garbage,
+}
+
+enum Signer {
+    Rsa(aws_lc_rs::rsa::KeyPair),
+    Ec(sig::EcdsaKeyPair),
+    Ed(sig::Ed25519KeyPair),
+}
+
+struct DevKey {
+    kid: String,
+    alg: Algorithm,
+    signer: Signer,
+    jwk: Value,
+    published: bool,
+}
+
+struct Shared {
+    issuer: String,
+    keys: Mutex<Vec<DevKey>>,
+    mode: Mutex<Mode>,
+    max_age: Mutex<Option<u64>>,
+    extra_entries: Mutex<Vec<Value>>,
+    jwks_hits: AtomicUsize,
+    discovery_hits: AtomicUsize,
+}
+
+/// A running development issuer. Dropping it stops the server.
+pub struct DevIssuer {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Drop for DevIssuer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn generate(alg: Algorithm, kid: &str) -> DevKey {
+    let (signer, mut jwk) = match alg {
+        Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
+        | Algorithm::PS512 => {
+            let kp = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("RSA keygen");
+            let public = kp.public_key();
+            let jwk = json!({"kty": "RSA", "n": b64(public.modulus().big_endian_without_leading_zero()), "e": b64(public.exponent().big_endian_without_leading_zero())});
+            (Signer::Rsa(kp), jwk)
+        }
+        Algorithm::ES256 | Algorithm::ES384 => {
+            let (signing, crv, len) = if alg == Algorithm::ES256 {
+                (&sig::ECDSA_P256_SHA256_FIXED_SIGNING, "P-256", 32)
+            } else {
+                (&sig::ECDSA_P384_SHA384_FIXED_SIGNING, "P-384", 48)
+            };
+            let kp = sig::EcdsaKeyPair::generate(signing).expect("EC keygen");
+            let point = kp.public_key().as_ref().to_vec();
+            let jwk = json!({"kty": "EC", "crv": crv, "x": b64(&point[1..1 + len]), "y": b64(&point[1 + len..])});
+            (Signer::Ec(kp), jwk)
+        }
+        Algorithm::EdDSA => {
+            let kp = sig::Ed25519KeyPair::generate().expect("Ed25519 keygen");
+            let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": b64(kp.public_key().as_ref())});
+            (Signer::Ed(kp), jwk)
+        }
+        other => panic!("the development issuer does not sign {other:?}"),
+    };
+    jwk["kid"] = json!(kid);
+    jwk["use"] = json!("sig");
+    jwk["alg"] = json!(format!("{alg:?}"));
+    DevKey { kid: kid.to_string(), alg, signer, jwk, published: true }
+}
+
+fn sign_bytes(key: &DevKey, alg: Algorithm, msg: &[u8]) -> Vec<u8> {
+    let rng = SystemRandom::new();
+    match &key.signer {
+        Signer::Rsa(kp) => {
+            let padding: &'static dyn sig::RsaEncoding = match alg {
+                Algorithm::RS256 => &sig::RSA_PKCS1_SHA256,
+                Algorithm::RS384 => &sig::RSA_PKCS1_SHA384,
+                Algorithm::RS512 => &sig::RSA_PKCS1_SHA512,
+                Algorithm::PS256 => &sig::RSA_PSS_SHA256,
+                Algorithm::PS384 => &sig::RSA_PSS_SHA384,
+                Algorithm::PS512 => &sig::RSA_PSS_SHA512,
+                other => panic!("{other:?} is not an RSA algorithm"),
+            };
+            let mut out = vec![0; kp.public_modulus_len()];
+            kp.sign(padding, &rng, msg, &mut out).expect("RSA sign");
+            out
+        }
+        Signer::Ec(kp) => kp.sign(&rng, msg).expect("ECDSA sign").as_ref().to_vec(),
+        Signer::Ed(kp) => kp.sign(msg).as_ref().to_vec(),
+    }
+}
+
+impl DevIssuer {
+    /// Starts on `addr` (port 0 for any free port) with one RS256, one ES256 and one EdDSA key.
+    pub async fn start(addr: SocketAddr) -> std::io::Result<DevIssuer> {
+        let issuer = DevIssuer::start_empty(addr).await?;
+        issuer.add_key("rs256-1", Algorithm::RS256);
+        issuer.add_key("es256-1", Algorithm::ES256);
+        issuer.add_key("eddsa-1", Algorithm::EdDSA);
+        Ok(issuer)
+    }
+
+    /// Starts with no keys.
+    pub async fn start_empty(addr: SocketAddr) -> std::io::Result<DevIssuer> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            issuer: format!("http://{addr}"),
+            keys: Mutex::new(Vec::new()),
+            mode: Mutex::new(Mode::Normal),
+            max_age: Mutex::new(None),
+            extra_entries: Mutex::new(Vec::new()),
+            jwks_hits: AtomicUsize::new(0),
+            discovery_hits: AtomicUsize::new(0),
+        });
+        let app = Router::new()
+            .route("/.well-known/openid-configuration", get(discovery))
+            .route("/jwks", get(jwks))
+            .with_state(shared.clone());
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned()).await;
+        });
+        Ok(DevIssuer { shared, addr, stop })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The `iss` value, which is also the discovery base URL.
+    pub fn issuer(&self) -> String {
+        self.shared.issuer.clone()
+    }
+
+    pub fn jwks_uri(&self) -> String {
+        format!("{}/jwks", self.shared.issuer)
+    }
+
+    /// Generates and publishes a key.
+    pub fn add_key(&self, kid: &str, alg: Algorithm) {
+        self.shared.keys.lock().unwrap().push(generate(alg, kid));
+    }
+
+    /// Stops publishing a key (it can still sign: tokens from a retired key).
+    pub fn unpublish(&self, kid: &str) {
+        for k in self.shared.keys.lock().unwrap().iter_mut().filter(|k| k.kid == kid) {
+            k.published = false;
+        }
+    }
+
+    /// Publishes a previously unpublished key again.
+    pub fn publish(&self, kid: &str) {
+        for k in self.shared.keys.lock().unwrap().iter_mut().filter(|k| k.kid == kid) {
+            k.published = true;
+        }
+    }
+
+    /// Adds raw entries to the JWKS (weak or odd keys, for the skip rules).
+    pub fn add_raw_jwk(&self, jwk: Value) {
+        self.shared.extra_entries.lock().unwrap().push(jwk);
+    }
+
+    /// The public JWK of a key.
+    pub fn public_jwk(&self, kid: &str) -> Value {
+        self.shared.keys.lock().unwrap().iter().find(|k| k.kid == kid).expect("no such kid").jwk.clone()
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        *self.shared.mode.lock().unwrap() = mode;
+    }
+
+    /// Sends `Cache-Control: max-age=N` with the JWKS.
+    pub fn set_max_age(&self, secs: Option<u64>) {
+        *self.shared.max_age.lock().unwrap() = secs;
+    }
+
+    pub fn jwks_hits(&self) -> usize {
+        self.shared.jwks_hits.load(Ordering::SeqCst)
+    }
+
+    pub fn discovery_hits(&self) -> usize {
+        self.shared.discovery_hits.load(Ordering::SeqCst)
+    }
+
+    /// Signs `claims` with key `kid` and a standard header `{"alg", "typ": "JWT", "kid"}`.
+    pub fn sign(&self, kid: &str, claims: &Value) -> String {
+        let alg = self.shared.keys.lock().unwrap().iter().find(|k| k.kid == kid).expect("no such kid").alg;
+        let header = json!({"alg": format!("{alg:?}"), "typ": "JWT", "kid": kid});
+        self.sign_raw(kid, alg, header.to_string().as_bytes(), claims.to_string().as_bytes())
+    }
+
+    /// Signs arbitrary header and payload bytes with key `kid` using `alg` (which may differ
+    /// from the key's own, to build hostile tokens).
+    pub fn sign_raw(&self, kid: &str, alg: Algorithm, header: &[u8], payload: &[u8]) -> String {
+        let keys = self.shared.keys.lock().unwrap();
+        let key = keys.iter().find(|k| k.kid == kid).expect("no such kid");
+        let input = format!("{}.{}", b64(header), b64(payload));
+        let signature = sign_bytes(key, alg, input.as_bytes());
+        format!("{input}.{}", b64(&signature))
+    }
+
+    /// Claims for a token valid now for `ttl` seconds, with this issuer and audience.
+    pub fn claims(&self, sub: &str, aud: &str, ttl: i64) -> Value {
+        let now = crate::gate::unix_now();
+        json!({"iss": self.issuer(), "sub": sub, "aud": aud, "iat": now, "exp": now + ttl})
+    }
+}
+
+/// The failure response the current mode asks for, after hanging if it asks for that.
+async fn misbehave(shared: &Shared) -> Option<Response> {
+    let mode = *shared.mode.lock().unwrap();
+    match mode {
+        Mode::Normal => None,
+        Mode::Error => Some((http::StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response()),
+        Mode::Garbage => Some("<html>this is not JSON".into_response()),
+        Mode::Hang => {
+            std::future::pending::<()>().await;
+            None
+        }
+    }
+}
+
+async fn discovery(State(shared): State<Arc<Shared>>) -> Response {
+    shared.discovery_hits.fetch_add(1, Ordering::SeqCst);
+    if let Some(r) = misbehave(&shared).await {
+        return r;
+    }
+    let body = json!({
+        "issuer": shared.issuer,
+        "jwks_uri": format!("{}/jwks", shared.issuer),
+        "id_token_signing_alg_values_supported": ["RS256", "ES256", "EdDSA"],
+    });
+    ([(http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
+    shared.jwks_hits.fetch_add(1, Ordering::SeqCst);
+    if let Some(r) = misbehave(&shared).await {
+        return r;
+    }
+    let mut keys: Vec<Value> =
+        shared.keys.lock().unwrap().iter().filter(|k| k.published).map(|k| k.jwk.clone()).collect();
+    keys.extend(shared.extra_entries.lock().unwrap().iter().cloned());
+    let body = json!({ "keys": keys }).to_string();
+    let mut response = ([(http::header::CONTENT_TYPE, "application/json")], body).into_response();
+    if let Some(secs) = *shared.max_age.lock().unwrap() {
+        response.headers_mut().insert(http::header::CACHE_CONTROL, format!("max-age={secs}").parse().expect("digits"));
+    }
+    response
+}

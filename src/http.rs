@@ -1,0 +1,167 @@
+//! The HTTP surface: `/verify` (any method, no body read), `/healthz`, `/readyz`, `/metrics`.
+//!
+//! Response rules from the contract: 200 carries the identity headers and a
+//! `Cache-Control: private, max-age=N` bounded by the token's remaining lifetime (plus
+//! `X-Accel-Expires: N`, which nginx's `proxy_cache` honours for the auth subrequest); every
+//! other status carries `Cache-Control: no-store` and `X-Accel-Expires: 0`. Never a 2xx other than
+//! 200, never a redirect or a 404 from `/verify`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+
+use crate::error::{AuthError, Refused};
+use crate::gate::{Allowed, Gate};
+
+/// The router's state: the gate and the draining flag set on shutdown.
+#[derive(Clone)]
+pub struct AppState {
+    pub gate: Gate,
+    pub draining: Arc<AtomicBool>,
+}
+
+/// All routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/verify", any(verify))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+const ZERO: HeaderValue = HeaderValue::from_static("0");
+const X_ACCEL_EXPIRES: header::HeaderName = header::HeaderName::from_static("x-accel-expires");
+
+/// A short header value that is safe to log: the request id as nginx sent it, or nothing.
+fn request_id(headers: &HeaderMap) -> &str {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or("")
+}
+
+async fn verify(State(app): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
+    let start = Instant::now();
+    let now = crate::gate::unix_now();
+    let gate = &app.gate;
+    let outcome = gate.decide(uri.query(), &headers, now).await;
+    let response = match outcome {
+        Ok(allowed) => {
+            gate.metrics.decision(gate.issuer_label(Some(allowed.entry.identity.issuer)), "ok");
+            allow(allowed)
+        }
+        Err(Refused { error, issuer }) => {
+            let label = gate.issuer_label(issuer);
+            gate.metrics.decision(label, error.reason());
+            match &error {
+                AuthError::BadPolicy(why) => tracing::warn!(
+                    reason = error.reason(),
+                    issuer = label,
+                    request_id = request_id(&headers),
+                    problem = %why,
+                    "bad auth-url policy (check the Ingress auth-url query)"
+                ),
+                _ => tracing::info!(
+                    reason = error.reason(),
+                    issuer = label,
+                    request_id = request_id(&headers),
+                    status = error.status().as_u16(),
+                    "refused"
+                ),
+            }
+            refuse(&error)
+        }
+    };
+    gate.metrics.decision_duration.observe(start.elapsed().as_secs_f64());
+    response
+}
+
+fn allow(allowed: Allowed) -> Response {
+    let mut response = Response::new(Body::empty());
+    let h = response.headers_mut();
+    for (name, value) in &allowed.entry.identity.headers {
+        h.insert(name.clone(), value.clone());
+    }
+    let secs = allowed.max_age.to_string();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_str(&format!("private, max-age={secs}")).expect("digits"));
+    h.insert(X_ACCEL_EXPIRES, HeaderValue::from_str(&secs).expect("digits"));
+    response
+}
+
+/// The refusal response for an error (RFC 6750 §3 for 401 and 403).
+pub fn refuse(error: &AuthError) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = error.status();
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, NO_STORE);
+    h.insert(X_ACCEL_EXPIRES, ZERO);
+    let challenge = match error {
+        AuthError::MissingToken => Some(r#"Bearer realm="jwtgate""#.to_string()),
+        AuthError::Scope(required) => {
+            Some(format!(r#"Bearer realm="jwtgate", error="insufficient_scope", scope="{}""#, quote_safe(required)))
+        }
+        e if e.status() == StatusCode::UNAUTHORIZED => {
+            Some(format!(r#"Bearer realm="jwtgate", error="invalid_token", error_description="{}""#, e.description()))
+        }
+        _ => None,
+    };
+    if let Some(c) = challenge {
+        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_str(&c).expect("challenge is visible ASCII"));
+    }
+    response
+}
+
+/// Keeps only characters RFC 6750 allows in a `scope` value (%x21 / %x23-5B / %x5D-7E and space).
+fn quote_safe(s: &str) -> String {
+    s.chars().filter(|c| matches!(*c as u32, 0x20 | 0x21 | 0x23..=0x5b | 0x5d..=0x7e)).collect()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(app): State<AppState>) -> Response {
+    let draining = app.draining.load(Ordering::Acquire);
+    let mut all_ready = !draining;
+    let mut issuers = serde_json::Map::new();
+    for keys in app.gate.issuers.iter() {
+        let state = keys.state();
+        all_ready &= state == crate::jwks::IssuerState::Ready;
+        let current = keys.current().ok();
+        issuers.insert(
+            keys.name.clone(),
+            serde_json::json!({
+                "state": state.as_str(),
+                "keys": current.map(|s| s.keys.len()).unwrap_or(0),
+                "last_success_age_seconds": keys.last_success_age().map(|a| a.round() as u64),
+                "last_error": keys.last_error(),
+            }),
+        );
+    }
+    let body = serde_json::json!({
+        "ready": all_ready,
+        "draining": draining,
+        "issuers": issuers,
+    });
+    let status = if all_ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body.to_string())
+        .into_response()
+}
+
+async fn metrics(State(app): State<AppState>) -> Response {
+    for keys in app.gate.issuers.iter() {
+        keys.export_age();
+    }
+    app.gate.metrics.cache_entries.set(app.gate.cache.entry_count() as i64);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.gate.metrics.render()).into_response()
+}

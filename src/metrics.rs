@@ -1,0 +1,131 @@
+//! Prometheus metrics, in the service's own registry. Names and labels are part of the contract;
+//! no label ever holds a token, a subject, a kid or a path.
+
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric jwtgate exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub decisions: IntCounterVec,
+    pub decision_duration: Histogram,
+    pub jwks_fetches: IntCounterVec,
+    pub jwks_keys: IntGaugeVec,
+    pub jwks_last_success_age: GaugeVec,
+    pub unknown_kid_refetches: IntCounterVec,
+    pub unknown_kid_refusals: IntCounterVec,
+    pub cache_hits: IntCounter,
+    pub cache_misses: IntCounter,
+    pub cache_entries: prometheus::IntGauge,
+}
+
+impl Metrics {
+    /// Registers every metric. `issuers` pre-creates the per-issuer series so dashboards see
+    /// zeros rather than gaps.
+    pub fn new(issuers: &[&str]) -> Metrics {
+        let registry = Registry::new();
+        let decisions = IntCounterVec::new(
+            Opts::new("jwtgate_decisions_total", "Decisions on /verify by issuer, decision and reason."),
+            &["issuer", "decision", "reason"],
+        )
+        .unwrap();
+        let decision_duration = Histogram::with_opts(
+            HistogramOpts::new("jwtgate_decision_duration_seconds", "Time to decide one /verify request.").buckets(
+                vec![
+                    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
+                    0.05, 0.25, 1.0, 5.0,
+                ],
+            ),
+        )
+        .unwrap();
+        let jwks_fetches = IntCounterVec::new(
+            Opts::new("jwtgate_jwks_fetches_total", "Discovery and JWKS fetches by issuer and result."),
+            &["issuer", "result"],
+        )
+        .unwrap();
+        let jwks_keys =
+            IntGaugeVec::new(Opts::new("jwtgate_jwks_keys", "Usable keys in use per issuer."), &["issuer"]).unwrap();
+        let jwks_last_success_age = GaugeVec::new(
+            Opts::new(
+                "jwtgate_jwks_last_success_age_seconds",
+                "Seconds since the last successful JWKS fetch per issuer (-1 before the first).",
+            ),
+            &["issuer"],
+        )
+        .unwrap();
+        let unknown_kid_refetches = IntCounterVec::new(
+            Opts::new(
+                "jwtgate_jwks_unknown_kid_refetches_total",
+                "JWKS refetches caused by a token with an unknown kid.",
+            ),
+            &["issuer"],
+        )
+        .unwrap();
+        let unknown_kid_refusals = IntCounterVec::new(
+            Opts::new(
+                "jwtgate_jwks_unknown_kid_cooldown_refusals_total",
+                "Unknown-kid tokens refused without a fetch (cooldown, or kid remembered as unknown).",
+            ),
+            &["issuer"],
+        )
+        .unwrap();
+        let lookups = IntCounterVec::new(
+            Opts::new("jwtgate_token_cache_lookups_total", "Verified-token cache lookups by result."),
+            &["result"],
+        )
+        .unwrap();
+        let cache_entries =
+            prometheus::IntGauge::new("jwtgate_token_cache_entries", "Entries in the verified-token cache.").unwrap();
+        for c in [
+            Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(decision_duration.clone()),
+            Box::new(jwks_fetches.clone()),
+            Box::new(jwks_keys.clone()),
+            Box::new(jwks_last_success_age.clone()),
+            Box::new(unknown_kid_refetches.clone()),
+            Box::new(unknown_kid_refusals.clone()),
+            Box::new(lookups.clone()),
+            Box::new(cache_entries.clone()),
+        ] {
+            registry.register(c).unwrap();
+        }
+        for issuer in issuers {
+            for result in ["ok", "error"] {
+                jwks_fetches.with_label_values(&[*issuer, result]);
+            }
+            jwks_keys.with_label_values(&[*issuer]);
+            jwks_last_success_age.with_label_values(&[*issuer]).set(-1.0);
+            unknown_kid_refetches.with_label_values(&[*issuer]);
+            unknown_kid_refusals.with_label_values(&[*issuer]);
+            decisions.with_label_values(&[*issuer, "allow", "ok"]);
+        }
+        Metrics {
+            registry,
+            cache_hits: lookups.with_label_values(&["hit"]),
+            cache_misses: lookups.with_label_values(&["miss"]),
+            decisions,
+            decision_duration,
+            jwks_fetches,
+            jwks_keys,
+            jwks_last_success_age,
+            unknown_kid_refetches,
+            unknown_kid_refusals,
+            cache_entries,
+        }
+    }
+
+    /// Counts one decision.
+    pub fn decision(&self, issuer: &str, reason: &'static str) {
+        let decision = if reason == "ok" { "allow" } else { "deny" };
+        self.decisions.with_label_values(&[issuer, decision, reason]).inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("exposition is UTF-8")
+    }
+}

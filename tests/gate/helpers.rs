@@ -1,0 +1,134 @@
+//! `spawn_app()`: a gate on 127.0.0.1:0 trusting an in-process development issuer whose keys,
+//! failures and hit counters the test controls.
+#![allow(dead_code)] // each test module uses a different part of the helpers
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use jwtgate::config::Config;
+use jwtgate::dev_issuer::DevIssuer;
+use jwtgate::gate::Gate;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+pub const AUD: &str = "orders-api";
+
+/// A running gate and the issuer it trusts.
+pub struct TestApp {
+    pub url: String,
+    pub addr: SocketAddr,
+    pub issuer: DevIssuer,
+    pub gate: Gate,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// The config a test app runs with: issuer `main` trusting `issuer`, plus `extra` YAML appended
+/// at the top level and `issuer_extra` appended inside the issuer entry.
+pub fn config_yaml(issuer: &DevIssuer, issuer_extra: &str, extra: &str) -> String {
+    format!(
+        r#"
+listen: "127.0.0.1:0"
+issuers:
+  - name: main
+    issuer: "{iss}"
+    audiences: ["{AUD}"]
+    algorithms: ["RS256", "ES256", "EdDSA"]
+{issuer_extra}
+claims_to_headers:
+  - {{claim: sub, header: X-Auth-Subject}}
+  - {{claim: iss, header: X-Auth-Issuer}}
+  - {{claim: email, header: X-Auth-Email}}
+  - {{claim: realm_access.roles, header: X-Auth-Roles}}
+shutdown:
+  grace_seconds: 1
+{extra}
+"#,
+        iss = issuer.issuer()
+    )
+}
+
+/// Indents `yaml` for use as `issuer_extra`.
+pub fn issuer_keys(yaml: &str) -> String {
+    yaml.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+/// A gate with the default test config, waiting until its keys are loaded.
+pub async fn spawn_app() -> TestApp {
+    let issuer = DevIssuer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let yaml = config_yaml(&issuer, "", "jwks:\n  min_refresh_interval_seconds: 1\n");
+    let app = spawn_app_with(issuer, &yaml).await;
+    app.wait_ready().await;
+    app
+}
+
+/// A gate with an explicit config (does not wait for readiness).
+pub async fn spawn_app_with(issuer: DevIssuer, yaml: &str) -> TestApp {
+    let config = Config::from_yaml(yaml).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{yaml}"));
+    let gate = Gate::new(config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(jwtgate::shutdown::serve(listener, gate.clone(), async move {
+        let _ = rx.await;
+    }));
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    TestApp { url: format!("http://{addr}"), addr, issuer, gate, client, stop: Some(tx), task: Some(task) }
+}
+
+impl TestApp {
+    /// Polls `/readyz` until 200 (at most 10 s).
+    pub async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok(r) = self.client.get(format!("{}/readyz", self.url)).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("gate never became ready");
+    }
+
+    /// `GET /verify?query` with an optional bearer token.
+    pub async fn verify(&self, token: Option<&str>, query: &str) -> reqwest::Response {
+        let url =
+            if query.is_empty() { format!("{}/verify", self.url) } else { format!("{}/verify?{query}", self.url) };
+        let mut req = self.client.get(url).header("X-Request-ID", "test-request-1");
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        req.send().await.unwrap()
+    }
+
+    /// A token for `sub`, valid for an hour, for this app's audience, signed by `kid`.
+    pub fn token(&self, kid: &str) -> String {
+        self.issuer.sign(kid, &self.issuer.claims("user-1", AUD, 3600))
+    }
+
+    /// Signs custom claims with `kid`.
+    pub fn sign(&self, kid: &str, claims: &Value) -> String {
+        self.issuer.sign(kid, claims)
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client.get(format!("{}/metrics", self.url)).send().await.unwrap().text().await.unwrap()
+    }
+
+    /// The value of one metric series (its full text before the value), or 0.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}

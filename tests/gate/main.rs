@@ -1,0 +1,4 @@
+//! The integration-test binary: the whole service over HTTP against an in-process issuer.
+
+mod helpers;
+mod http_api;
