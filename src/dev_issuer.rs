@@ -46,9 +46,61 @@ struct DevKey {
     published: bool,
 }
 
+/// Signing keys and their public JWKs, without any server: for unit tests, benches and fuzzing.
+#[derive(Default)]
+pub struct KeyRing {
+    keys: Vec<DevKey>,
+}
+
+impl KeyRing {
+    /// A ring with one RS256, one ES256 and one EdDSA key (`rs256-1`, `es256-1`, `eddsa-1`).
+    pub fn standard() -> KeyRing {
+        let mut ring = KeyRing::default();
+        for (kid, alg) in [("rs256-1", Algorithm::RS256), ("es256-1", Algorithm::ES256), ("eddsa-1", Algorithm::EdDSA)]
+        {
+            ring.add_key(kid, alg);
+        }
+        ring
+    }
+
+    /// Generates and publishes a key.
+    pub fn add_key(&mut self, kid: &str, alg: Algorithm) {
+        self.keys.push(generate(alg, kid));
+    }
+
+    fn key(&self, kid: &str) -> &DevKey {
+        self.keys.iter().find(|k| k.kid == kid).unwrap_or_else(|| panic!("no key {kid}"))
+    }
+
+    /// The public JWK of a key.
+    pub fn public_jwk(&self, kid: &str) -> Value {
+        self.key(kid).jwk.clone()
+    }
+
+    /// The JWKS document of the published keys.
+    pub fn jwks(&self) -> Value {
+        json!({ "keys": self.keys.iter().filter(|k| k.published).map(|k| k.jwk.clone()).collect::<Vec<_>>() })
+    }
+
+    /// Signs `claims` with key `kid` and a standard header `{"alg", "typ": "JWT", "kid"}`.
+    pub fn sign(&self, kid: &str, claims: &Value) -> String {
+        let alg = self.key(kid).alg;
+        let header = json!({"alg": format!("{alg:?}"), "typ": "JWT", "kid": kid});
+        self.sign_raw(kid, alg, header.to_string().as_bytes(), claims.to_string().as_bytes())
+    }
+
+    /// Signs arbitrary header and payload bytes with key `kid` using `alg` (which may differ
+    /// from the key's own, to build hostile tokens).
+    pub fn sign_raw(&self, kid: &str, alg: Algorithm, header: &[u8], payload: &[u8]) -> String {
+        let input = format!("{}.{}", b64(header), b64(payload));
+        let signature = sign_bytes(self.key(kid), alg, input.as_bytes());
+        format!("{input}.{}", b64(&signature))
+    }
+}
+
 struct Shared {
     issuer: String,
-    keys: Mutex<Vec<DevKey>>,
+    keys: Mutex<KeyRing>,
     mode: Mutex<Mode>,
     max_age: Mutex<Option<u64>>,
     extra_entries: Mutex<Vec<Value>>,
@@ -148,7 +200,7 @@ impl DevIssuer {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             issuer: format!("http://{addr}"),
-            keys: Mutex::new(Vec::new()),
+            keys: Mutex::new(KeyRing::default()),
             mode: Mutex::new(Mode::Normal),
             max_age: Mutex::new(None),
             extra_entries: Mutex::new(Vec::new()),
@@ -182,21 +234,23 @@ impl DevIssuer {
 
     /// Generates and publishes a key.
     pub fn add_key(&self, kid: &str, alg: Algorithm) {
-        self.shared.keys.lock().unwrap().push(generate(alg, kid));
+        self.shared.keys.lock().unwrap().add_key(kid, alg);
+    }
+
+    fn set_published(&self, kid: &str, published: bool) {
+        for k in self.shared.keys.lock().unwrap().keys.iter_mut().filter(|k| k.kid == kid) {
+            k.published = published;
+        }
     }
 
     /// Stops publishing a key (it can still sign: tokens from a retired key).
     pub fn unpublish(&self, kid: &str) {
-        for k in self.shared.keys.lock().unwrap().iter_mut().filter(|k| k.kid == kid) {
-            k.published = false;
-        }
+        self.set_published(kid, false);
     }
 
     /// Publishes a previously unpublished key again.
     pub fn publish(&self, kid: &str) {
-        for k in self.shared.keys.lock().unwrap().iter_mut().filter(|k| k.kid == kid) {
-            k.published = true;
-        }
+        self.set_published(kid, true);
     }
 
     /// Adds raw entries to the JWKS (weak or odd keys, for the skip rules).
@@ -206,7 +260,7 @@ impl DevIssuer {
 
     /// The public JWK of a key.
     pub fn public_jwk(&self, kid: &str) -> Value {
-        self.shared.keys.lock().unwrap().iter().find(|k| k.kid == kid).expect("no such kid").jwk.clone()
+        self.shared.keys.lock().unwrap().public_jwk(kid)
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -228,19 +282,12 @@ impl DevIssuer {
 
     /// Signs `claims` with key `kid` and a standard header `{"alg", "typ": "JWT", "kid"}`.
     pub fn sign(&self, kid: &str, claims: &Value) -> String {
-        let alg = self.shared.keys.lock().unwrap().iter().find(|k| k.kid == kid).expect("no such kid").alg;
-        let header = json!({"alg": format!("{alg:?}"), "typ": "JWT", "kid": kid});
-        self.sign_raw(kid, alg, header.to_string().as_bytes(), claims.to_string().as_bytes())
+        self.shared.keys.lock().unwrap().sign(kid, claims)
     }
 
-    /// Signs arbitrary header and payload bytes with key `kid` using `alg` (which may differ
-    /// from the key's own, to build hostile tokens).
+    /// Signs arbitrary header and payload bytes (see [`KeyRing::sign_raw`]).
     pub fn sign_raw(&self, kid: &str, alg: Algorithm, header: &[u8], payload: &[u8]) -> String {
-        let keys = self.shared.keys.lock().unwrap();
-        let key = keys.iter().find(|k| k.kid == kid).expect("no such kid");
-        let input = format!("{}.{}", b64(header), b64(payload));
-        let signature = sign_bytes(key, alg, input.as_bytes());
-        format!("{input}.{}", b64(&signature))
+        self.shared.keys.lock().unwrap().sign_raw(kid, alg, header, payload)
     }
 
     /// Claims for a token valid now for `ttl` seconds, with this issuer and audience.
@@ -282,10 +329,10 @@ async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
     if let Some(r) = misbehave(&shared).await {
         return r;
     }
-    let mut keys: Vec<Value> =
-        shared.keys.lock().unwrap().iter().filter(|k| k.published).map(|k| k.jwk.clone()).collect();
+    let mut doc = shared.keys.lock().unwrap().jwks();
+    let keys = doc["keys"].as_array_mut().expect("keys array");
     keys.extend(shared.extra_entries.lock().unwrap().iter().cloned());
-    let body = json!({ "keys": keys }).to_string();
+    let body = doc.to_string();
     let mut response = ([(http::header::CONTENT_TYPE, "application/json")], body).into_response();
     if let Some(secs) = *shared.max_age.lock().unwrap() {
         response.headers_mut().insert(http::header::CACHE_CONTROL, format!("max-age={secs}").parse().expect("digits"));
