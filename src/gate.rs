@@ -91,12 +91,9 @@ impl Gate {
         let mut errors = Vec::new();
         for issuer in &config.issuers {
             match crate::jwks::build_client(issuer, &config.jwks) {
-                Ok(client) => issuers.push(Arc::new(IssuerKeys::new(
-                    issuer.clone(),
-                    config.jwks.clone(),
-                    client,
-                    metrics.clone(),
-                ))),
+                Ok(client) => {
+                    issuers.push(Arc::new(IssuerKeys::new(issuer, config.jwks.clone(), client, metrics.clone())))
+                }
                 Err(e) => errors.push(e),
             }
         }

@@ -8,6 +8,8 @@
 //! `min_refresh_interval_seconds`.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -58,22 +60,35 @@ impl IssuerState {
     }
 }
 
-/// Mutable fetch bookkeeping, only touched under the fetch lock.
-#[derive(Default)]
-struct FetchState {
+/// The result of one fetch: the keys and the JWKS response's `Cache-Control: max-age`.
+pub type Fetched = Result<(KeySet, Option<Duration>), String>;
+
+/// Where an issuer's keys come from. Production uses [`HttpSource`]; tests script one to drive
+/// the lifecycle under paused time.
+pub trait KeySource: Send + Sync + 'static {
+    /// Fetches the current key set. Called by one task at a time (under the issuer's fetch lock).
+    fn fetch(&self) -> Pin<Box<dyn Future<Output = Fetched> + Send + '_>>;
+}
+
+/// Discovery and JWKS over HTTP(S).
+pub struct HttpSource {
+    name: String,
+    issuer: String,
+    jwks_uri: Option<Url>,
+    jwks: JwksConfig,
+    client: reqwest::Client,
     /// The `jwks_uri` learned by discovery, kept until a JWKS fetch fails.
-    discovered: Option<Url>,
+    discovered: Mutex<Option<Url>>,
 }
 
 /// Everything about one issuer's keys.
 pub struct IssuerKeys {
     pub name: String,
-    config: IssuerConfig,
     jwks: JwksConfig,
-    client: reqwest::Client,
+    source: Box<dyn KeySource>,
     metrics: Metrics,
     snapshot: ArcSwapOption<Snapshot>,
-    fetch_lock: tokio::sync::Mutex<FetchState>,
+    fetch_lock: tokio::sync::Mutex<()>,
     /// Bumped after every completed fetch attempt; waiters compare it to see that one happened.
     generation: AtomicU64,
     fetching: AtomicBool,
@@ -147,16 +162,94 @@ pub fn backoff(jwks: &JwksConfig, failures: u32, jitter: f64) -> Duration {
     exp.min(cap).mul_f64(0.5 + 0.5 * jitter)
 }
 
+impl HttpSource {
+    async fn fetch_once(&self) -> Fetched {
+        let known = self.jwks_uri.clone().or_else(|| self.discovered.lock().unwrap().clone());
+        let uri = match known {
+            Some(u) => u,
+            None => {
+                let u = self.discover().await?;
+                *self.discovered.lock().unwrap() = Some(u.clone());
+                u
+            }
+        };
+        let result = self.fetch_jwks(&uri).await;
+        if result.is_err() {
+            // The provider may have moved its keys: discover again next time.
+            *self.discovered.lock().unwrap() = None;
+        }
+        result
+    }
+
+    /// OIDC discovery (OpenID Connect Discovery 1.0 §4): the document's `issuer` must equal ours.
+    async fn discover(&self) -> Result<Url, String> {
+        let url = format!("{}/.well-known/openid-configuration", self.issuer.trim_end_matches('/'));
+        let response = self.client.get(&url).send().await.map_err(|e| format!("discovery {url}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("discovery {url}: HTTP {}", response.status().as_u16()));
+        }
+        let body =
+            capped_body(response, self.jwks.max_response_bytes).await.map_err(|e| format!("discovery {url}: {e}"))?;
+        let doc: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| format!("discovery {url}: not JSON: {e}"))?;
+        let issuer = doc.get("issuer").and_then(|v| v.as_str()).unwrap_or_default();
+        if issuer != self.issuer {
+            return Err(format!("discovery {url}: issuer `{issuer}` is not the configured `{}`", self.issuer));
+        }
+        let jwks_uri = doc.get("jwks_uri").and_then(|v| v.as_str()).ok_or(format!("discovery {url}: no jwks_uri"))?;
+        match Url::parse(jwks_uri) {
+            Ok(u) if matches!(u.scheme(), "https" | "http") => Ok(u),
+            _ => Err(format!("discovery {url}: jwks_uri `{jwks_uri}` is not an http(s) URL")),
+        }
+    }
+
+    async fn fetch_jwks(&self, uri: &Url) -> Fetched {
+        let response = self.client.get(uri.clone()).send().await.map_err(|e| format!("JWKS {uri}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("JWKS {uri}: HTTP {}", response.status().as_u16()));
+        }
+        let max_age = max_age(response.headers());
+        let body = capped_body(response, self.jwks.max_response_bytes).await.map_err(|e| format!("JWKS {uri}: {e}"))?;
+        let (keys, skipped) = KeySet::from_jwks(&body, self.jwks.max_keys).map_err(|e| format!("JWKS {uri}: {e}"))?;
+        for s in &skipped {
+            tracing::warn!(issuer = %self.name, index = s.index, kid = s.kid.as_deref().unwrap_or(""), why = %s.why, "JWKS entry skipped");
+        }
+        if keys.is_empty() {
+            return Err(format!("JWKS {uri}: no usable keys ({} skipped)", skipped.len()));
+        }
+        Ok((keys, max_age))
+    }
+}
+
+impl KeySource for HttpSource {
+    fn fetch(&self) -> Pin<Box<dyn Future<Output = Fetched> + Send + '_>> {
+        Box::pin(self.fetch_once())
+    }
+}
+
 impl IssuerKeys {
-    pub fn new(config: IssuerConfig, jwks: JwksConfig, client: reqwest::Client, metrics: Metrics) -> IssuerKeys {
-        IssuerKeys {
+    /// Keys fetched over HTTP(S) by discovery or from the configured `jwks_uri`.
+    pub fn new(config: &IssuerConfig, jwks: JwksConfig, client: reqwest::Client, metrics: Metrics) -> IssuerKeys {
+        let source = HttpSource {
             name: config.name.clone(),
-            config,
-            jwks,
+            issuer: config.issuer.clone(),
+            jwks_uri: config.jwks_uri.clone(),
+            jwks: jwks.clone(),
             client,
+            discovered: Mutex::new(None),
+        };
+        IssuerKeys::with_source(&config.name, jwks, Box::new(source), metrics)
+    }
+
+    /// Keys from any source (tests use a scripted one).
+    pub fn with_source(name: &str, jwks: JwksConfig, source: Box<dyn KeySource>, metrics: Metrics) -> IssuerKeys {
+        IssuerKeys {
+            name: name.to_string(),
+            jwks,
+            source,
             metrics,
             snapshot: ArcSwapOption::empty(),
-            fetch_lock: tokio::sync::Mutex::new(FetchState::default()),
+            fetch_lock: tokio::sync::Mutex::new(()),
             generation: AtomicU64::new(0),
             fetching: AtomicBool::new(false),
             last_attempt: Mutex::new(None),
@@ -200,10 +293,10 @@ impl IssuerKeys {
     }
 
     /// Fetches now (the caller holds the fetch lock) and installs the keys on success.
-    async fn fetch_locked(&self, state: &mut FetchState) -> Result<Option<Duration>, String> {
+    async fn fetch_locked(&self) -> Result<Option<Duration>, String> {
         *self.last_attempt.lock().unwrap() = Some(Instant::now());
         self.fetching.store(true, Ordering::Release);
-        let result = self.fetch_once(state).await;
+        let result = self.source.fetch().await;
         self.fetching.store(false, Ordering::Release);
         let outcome = match result {
             Ok((keys, max_age)) => {
@@ -235,67 +328,10 @@ impl IssuerKeys {
         outcome
     }
 
-    async fn fetch_once(&self, state: &mut FetchState) -> Result<(KeySet, Option<Duration>), String> {
-        let uri = match (&self.config.jwks_uri, &state.discovered) {
-            (Some(u), _) => u.clone(),
-            (None, Some(u)) => u.clone(),
-            (None, None) => {
-                let u = self.discover().await?;
-                state.discovered = Some(u.clone());
-                u
-            }
-        };
-        let result = self.fetch_jwks(&uri).await;
-        if result.is_err() {
-            // The provider may have moved its keys: discover again next time.
-            state.discovered = None;
-        }
-        result
-    }
-
-    /// OIDC discovery (OpenID Connect Discovery 1.0 §4): the document's `issuer` must equal ours.
-    async fn discover(&self) -> Result<Url, String> {
-        let url = format!("{}/.well-known/openid-configuration", self.config.issuer.trim_end_matches('/'));
-        let response = self.client.get(&url).send().await.map_err(|e| format!("discovery {url}: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("discovery {url}: HTTP {}", response.status().as_u16()));
-        }
-        let body =
-            capped_body(response, self.jwks.max_response_bytes).await.map_err(|e| format!("discovery {url}: {e}"))?;
-        let doc: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| format!("discovery {url}: not JSON: {e}"))?;
-        let issuer = doc.get("issuer").and_then(|v| v.as_str()).unwrap_or_default();
-        if issuer != self.config.issuer {
-            return Err(format!("discovery {url}: issuer `{issuer}` is not the configured `{}`", self.config.issuer));
-        }
-        let jwks_uri = doc.get("jwks_uri").and_then(|v| v.as_str()).ok_or(format!("discovery {url}: no jwks_uri"))?;
-        match Url::parse(jwks_uri) {
-            Ok(u) if matches!(u.scheme(), "https" | "http") => Ok(u),
-            _ => Err(format!("discovery {url}: jwks_uri `{jwks_uri}` is not an http(s) URL")),
-        }
-    }
-
-    async fn fetch_jwks(&self, uri: &Url) -> Result<(KeySet, Option<Duration>), String> {
-        let response = self.client.get(uri.clone()).send().await.map_err(|e| format!("JWKS {uri}: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("JWKS {uri}: HTTP {}", response.status().as_u16()));
-        }
-        let max_age = max_age(response.headers());
-        let body = capped_body(response, self.jwks.max_response_bytes).await.map_err(|e| format!("JWKS {uri}: {e}"))?;
-        let (keys, skipped) = KeySet::from_jwks(&body, self.jwks.max_keys).map_err(|e| format!("JWKS {uri}: {e}"))?;
-        for s in &skipped {
-            tracing::warn!(issuer = %self.name, index = s.index, kid = s.kid.as_deref().unwrap_or(""), why = %s.why, "JWKS entry skipped");
-        }
-        if keys.is_empty() {
-            return Err(format!("JWKS {uri}: no usable keys ({} skipped)", skipped.len()));
-        }
-        Ok((keys, max_age))
-    }
-
     /// A background refresh: always fetches (the schedule already spaces them).
     pub async fn refresh(&self) -> Result<Option<Duration>, String> {
-        let mut state = self.fetch_lock.lock().await;
-        self.fetch_locked(&mut state).await
+        let _guard = self.fetch_lock.lock().await;
+        self.fetch_locked().await
     }
 
     /// Called when a token's `kid` is not in the current keys (or there are no keys yet).
@@ -324,7 +360,7 @@ impl IssuerKeys {
             self.metrics.unknown_kid_refusals.with_label_values(&[&self.name]).inc();
             return false;
         }
-        let Ok(mut state) = tokio::time::timeout(self.jwks.fetch_timeout, self.fetch_lock.lock()).await else {
+        let Ok(_guard) = tokio::time::timeout(self.jwks.fetch_timeout, self.fetch_lock.lock()).await else {
             return false;
         };
         if self.generation() != seen_generation {
@@ -335,7 +371,7 @@ impl IssuerKeys {
             return false;
         }
         self.metrics.unknown_kid_refetches.with_label_values(&[&self.name]).inc();
-        self.fetch_locked(&mut state).await.is_ok()
+        self.fetch_locked().await.is_ok()
     }
 
     /// Remembers that `kid` stayed unknown after the keys were current, until the cooldown ends.

@@ -2,3 +2,4 @@
 
 mod helpers;
 mod http_api;
+mod key_lifecycle;
