@@ -180,8 +180,9 @@ impl Config {
 
     /// Parses and validates YAML text.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigErrors> {
-        let value: Value =
-            serde_yaml_ng::from_str(text).map_err(|e| ConfigErrors(vec![format!("config is not valid YAML: {e}")]))?;
+        // Duplicate keys are refused: with two `audiences:` one of them would silently lose.
+        let value = crate::json::strict_value(serde_yaml_ng::Deserializer::from_str(text))
+            .map_err(|e| ConfigErrors(vec![format!("config is not valid YAML: {e}")]))?;
         let mut errs = Vec::new();
         let config = read_config(&value, &mut errs);
         match config {
@@ -664,6 +665,13 @@ issuers:
             let errs = Config::from_yaml(&y).unwrap_err().0;
             assert!(errs[0].contains("reserved"), "{h}: {errs:?}");
         }
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        let y = format!("{MINIMAL}    audiences: [other]\n");
+        let errs = Config::from_yaml(&y).unwrap_err().0;
+        assert!(errs[0].contains("duplicate"), "{errs:?}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Strict JSON for JOSE headers and claims sets: duplicate member names are an error
+//! Strict JSON for JOSE headers and claims sets (and the same strictness for the YAML config): duplicate member names are an error
 //! (RFC 8725 §2.6, RFC 7515 §5.2: two parsers must never read one token two ways), and nesting
 //! is bounded so a hostile token cannot make the parser recurse deeply.
 
@@ -20,6 +20,11 @@ pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, &'static str> {
         Value::Object(m) => Ok(m),
         _ => Err("not a JSON object"),
     }
+}
+
+/// Reads any serde format (the YAML config too) into a `Value`, refusing duplicate keys.
+pub fn strict_value<'de, D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+    StrictSeed { depth: 0 }.deserialize(d)
 }
 
 struct StrictSeed {
@@ -83,10 +88,11 @@ impl<'de> Visitor<'de> for StrictVisitor {
         }
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            let v = map.next_value_seed(StrictSeed { depth: self.depth + 1 })?;
-            if out.insert(key, v).is_some() {
-                return Err(de::Error::custom("duplicate member"));
+            if out.contains_key(&key) {
+                return Err(de::Error::custom(format_args!("duplicate member `{key}`")));
             }
+            let v = map.next_value_seed(StrictSeed { depth: self.depth + 1 })?;
+            out.insert(key, v);
         }
         Ok(Value::Object(out))
     }

@@ -60,7 +60,8 @@ impl<'a> Jws<'a> {
             // Two dots exactly: JWE (five segments) and anything else are refused here.
             return Err(AuthError::Malformed("not a compact JWS"));
         };
-        if h.is_empty() || p.is_empty() {
+        // An empty payload is a legal JWS (RFC 7515 §7.1); it fails later as a claims set.
+        if h.is_empty() {
             return Err(AuthError::Malformed("empty segment"));
         }
         let header = parse_header(&segment(h)?)?;
@@ -294,4 +295,304 @@ pub fn validate(
     let (identity, _) = finish(candidate, issuers, ks, mapping)?;
     policy.check_scopes(&identity.scopes)?;
     Ok(identity)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::dev_issuer::KeyRing;
+    use serde_json::json;
+    use std::sync::OnceLock;
+
+    const ISS: &str = "https://idp.example.com/realms/main";
+    const NOW: i64 = 1_800_000_000;
+
+    fn ring() -> &'static KeyRing {
+        static RING: OnceLock<KeyRing> = OnceLock::new();
+        RING.get_or_init(|| {
+            let mut r = KeyRing::standard();
+            r.add_key("ps256-1", Algorithm::PS256);
+            r.add_key("es384-1", Algorithm::ES384);
+            r
+        })
+    }
+
+    fn config(issuer_extra: &str) -> Config {
+        Config::from_yaml(&format!(
+            "issuers:\n  - name: main\n    issuer: \"{ISS}\"\n    audiences: [orders-api]\n    algorithms: [RS256, ES256, EdDSA, ES384]\n{issuer_extra}"
+        ))
+        .unwrap()
+    }
+
+    fn claims() -> Value {
+        json!({"iss": ISS, "sub": "alice", "aud": "orders-api", "iat": NOW - 10, "exp": NOW + 300})
+    }
+
+    fn check_with(token: &str, cfg: &Config, query: Option<&str>) -> Result<Identity, AuthError> {
+        let (keys, _) = KeySet::from_jwks(ring().jwks().to_string().as_bytes(), 100).unwrap();
+        let policy = Policy::parse(query, &cfg.issuers)?;
+        validate(token, &cfg.issuers, &[&keys], &cfg.claims_to_headers, &policy, NOW)
+    }
+
+    fn check(token: &str) -> Result<Identity, AuthError> {
+        check_with(token, &config(""), None)
+    }
+
+    fn raw(kid: &str, alg: Algorithm, header: Value, claims: Value) -> String {
+        ring().sign_raw(kid, alg, header.to_string().as_bytes(), claims.to_string().as_bytes())
+    }
+
+    fn with_claim(name: &str, v: Value) -> String {
+        let mut c = claims();
+        c[name] = v;
+        ring().sign("rs256-1", &c)
+    }
+
+    fn b64(s: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(s)
+    }
+
+    #[test]
+    fn valid_tokens_of_every_allowed_algorithm_are_accepted() {
+        for kid in ["rs256-1", "es256-1", "eddsa-1", "es384-1"] {
+            let id = check(&ring().sign(kid, &claims())).unwrap_or_else(|e| panic!("{kid}: {e:?}"));
+            assert_eq!(id.exp, NOW + 300);
+            assert_eq!(id.headers[0].1, "alice");
+        }
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        for alg in ["none", "None", "NONE", "nOnE"] {
+            let h = b64(json!({"alg": alg, "typ": "JWT"}).to_string().as_bytes());
+            let p = b64(claims().to_string().as_bytes());
+            assert_eq!(check(&format!("{h}.{p}.")).unwrap_err(), AuthError::Algorithm, "{alg}");
+            assert_eq!(check(&format!("{h}.{p}.c2ln")).unwrap_err(), AuthError::Algorithm, "{alg}");
+        }
+    }
+
+    #[test]
+    fn hs256_keyed_with_the_rsa_public_key_is_refused() {
+        let jwk = ring().public_jwk("rs256-1");
+        let h = b64(json!({"alg": "HS256", "kid": "rs256-1"}).to_string().as_bytes());
+        let p = b64(claims().to_string().as_bytes());
+        let input = format!("{h}.{p}");
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, jwk.to_string().as_bytes());
+        let tag = aws_lc_rs::hmac::sign(&key, input.as_bytes());
+        assert_eq!(check(&format!("{input}.{}", b64(tag.as_ref()))).unwrap_err(), AuthError::Algorithm);
+    }
+
+    #[test]
+    fn algorithm_outside_the_issuer_allow_list_is_refused() {
+        assert_eq!(check(&ring().sign("ps256-1", &claims())).unwrap_err(), AuthError::Algorithm);
+    }
+
+    #[test]
+    fn algorithm_not_fitting_the_key_type_is_refused() {
+        let t = raw("rs256-1", Algorithm::RS256, json!({"alg": "ES256", "kid": "rs256-1"}), claims());
+        assert_eq!(check(&t).unwrap_err(), AuthError::Algorithm);
+    }
+
+    #[test]
+    fn rsa_pkcs1_and_pss_swapped_are_refused() {
+        let mut cfg = config("");
+        cfg.issuers[0].algorithms = vec![Algorithm::RS256, Algorithm::PS256];
+        // Signed with PSS, labelled RS256 (and the key is pinned to PS256 by its JWK alg).
+        let t = raw("ps256-1", Algorithm::PS256, json!({"alg": "RS256", "kid": "ps256-1"}), claims());
+        assert!(check_with(&t, &cfg, None).is_err());
+        let t = raw("rs256-1", Algorithm::RS256, json!({"alg": "PS256", "kid": "rs256-1"}), claims());
+        assert!(check_with(&t, &cfg, None).is_err());
+    }
+
+    #[test]
+    fn altered_payload_is_a_bad_signature() {
+        let t = ring().sign("es256-1", &claims());
+        let parts: Vec<&str> = t.split('.').collect();
+        let mut c = claims();
+        c["sub"] = json!("mallory");
+        let forged = format!("{}.{}.{}", parts[0], b64(c.to_string().as_bytes()), parts[2]);
+        assert_eq!(check(&forged).unwrap_err(), AuthError::BadSignature);
+    }
+
+    #[test]
+    fn expired_token_is_refused_and_leeway_applies() {
+        assert_eq!(check(&with_claim("exp", json!(NOW - 31))).unwrap_err(), AuthError::Expired);
+        assert!(check(&with_claim("exp", json!(NOW - 29))).is_ok(), "inside the 30 s leeway");
+    }
+
+    #[test]
+    fn not_yet_valid_nbf_is_refused() {
+        assert_eq!(check(&with_claim("nbf", json!(NOW + 31))).unwrap_err(), AuthError::NotYetValid);
+        assert!(check(&with_claim("nbf", json!(NOW + 29))).is_ok());
+    }
+
+    #[test]
+    fn iat_in_the_future_is_refused() {
+        assert_eq!(check(&with_claim("iat", json!(NOW + 3600))).unwrap_err(), AuthError::NotYetValid);
+    }
+
+    #[test]
+    fn missing_exp_is_malformed() {
+        let mut c = claims();
+        c.as_object_mut().unwrap().remove("exp");
+        assert_eq!(check(&ring().sign("rs256-1", &c)).unwrap_err().reason(), "malformed");
+    }
+
+    #[test]
+    fn time_claims_of_wrong_type_or_unsafe_range_are_malformed() {
+        for name in ["exp", "nbf", "iat"] {
+            for v in [
+                json!("1800000300"),
+                json!(true),
+                json!([1]),
+                json!({}),
+                json!(9_007_199_254_740_993u64),
+                json!(-1e300),
+            ] {
+                assert_eq!(check(&with_claim(name, v.clone())).unwrap_err().reason(), "malformed", "{name}={v}");
+            }
+        }
+    }
+
+    #[test]
+    fn iss_given_as_an_array_is_refused() {
+        assert_eq!(check(&with_claim("iss", json!([ISS]))).unwrap_err().reason(), "malformed");
+    }
+
+    #[test]
+    fn unknown_issuer_is_refused() {
+        assert_eq!(check(&with_claim("iss", json!("https://evil.example"))).unwrap_err(), AuthError::Issuer);
+        assert_eq!(check(&with_claim("iss", json!(format!("{ISS}/")))).unwrap_err(), AuthError::Issuer);
+    }
+
+    #[test]
+    fn audience_must_contain_one_accepted_value() {
+        assert_eq!(check(&with_claim("aud", json!("billing"))).unwrap_err(), AuthError::Audience);
+        assert!(check(&with_claim("aud", json!(["billing", "orders-api"]))).is_ok());
+        assert_eq!(check(&with_claim("aud", json!([]))).unwrap_err(), AuthError::Audience);
+        assert_eq!(check(&with_claim("aud", json!("Orders-Api"))).unwrap_err(), AuthError::Audience);
+        assert_eq!(check(&with_claim("aud", json!(7))).unwrap_err().reason(), "malformed");
+        assert_eq!(check(&with_claim("aud", json!(["orders-api", 7]))).unwrap_err().reason(), "malformed");
+    }
+
+    #[test]
+    fn unknown_kid_is_unknown_key() {
+        let t = raw("rs256-1", Algorithm::RS256, json!({"alg": "RS256", "kid": "nope"}), claims());
+        assert_eq!(check(&t).unwrap_err(), AuthError::UnknownKey);
+    }
+
+    #[test]
+    fn token_without_kid_uses_the_only_key_of_its_type() {
+        let t = raw("eddsa-1", Algorithm::EdDSA, json!({"alg": "EdDSA"}), claims());
+        assert!(check(&t).is_ok());
+    }
+
+    #[test]
+    fn crit_b64_enc_and_zip_headers_are_refused() {
+        for extra in [
+            json!({"crit": ["exp"]}),
+            json!({"crit": []}),
+            json!({"b64": false}),
+            json!({"enc": "A128GCM"}),
+            json!({"zip": "DEF"}),
+        ] {
+            let mut h = json!({"alg": "RS256", "kid": "rs256-1"});
+            h.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            assert_eq!(
+                check(&raw("rs256-1", Algorithm::RS256, h, claims())).unwrap_err().reason(),
+                "malformed",
+                "{extra}"
+            );
+        }
+    }
+
+    #[test]
+    fn embedded_jwk_jku_x5u_and_x5c_are_never_used() {
+        let mut attacker = KeyRing::default();
+        attacker.add_key("rs256-1", Algorithm::RS256);
+        let h = json!({"alg": "RS256", "kid": "rs256-1", "jwk": attacker.public_jwk("rs256-1"),
+            "jku": "https://evil.example/jwks", "x5u": "https://evil.example/cert", "x5c": ["MIIB"]});
+        let t =
+            attacker.sign_raw("rs256-1", Algorithm::RS256, h.to_string().as_bytes(), claims().to_string().as_bytes());
+        assert_eq!(check(&t).unwrap_err(), AuthError::BadSignature);
+    }
+
+    #[test]
+    fn duplicate_members_in_header_or_claims_are_malformed() {
+        let dup_claims =
+            format!(r#"{{"iss":"{ISS}","sub":"alice","sub":"admin","aud":"orders-api","exp":{}}}"#, NOW + 300);
+        let hdr = json!({"alg": "RS256", "kid": "rs256-1"}).to_string();
+        let t = ring().sign_raw("rs256-1", Algorithm::RS256, hdr.as_bytes(), dup_claims.as_bytes());
+        assert_eq!(check(&t).unwrap_err().reason(), "malformed");
+        let dup_hdr = r#"{"alg":"RS256","alg":"none","kid":"rs256-1"}"#;
+        let t = ring().sign_raw("rs256-1", Algorithm::RS256, dup_hdr.as_bytes(), claims().to_string().as_bytes());
+        assert_eq!(check(&t).unwrap_err().reason(), "malformed");
+    }
+
+    #[test]
+    fn wrong_segment_counts_padding_and_foreign_alphabets_are_malformed() {
+        let t = ring().sign("rs256-1", &claims());
+        for bad in [format!("{t}.x"), format!("{t}.x.y"), t.replacen('.', "", 1), format!("{t}="), t.replace('-', "+")]
+        {
+            if bad == t {
+                continue;
+            }
+            assert_eq!(check(&bad).unwrap_err().reason(), "malformed", "{bad}");
+        }
+    }
+
+    #[test]
+    fn overlong_kid_is_malformed() {
+        let t = raw("rs256-1", Algorithm::RS256, json!({"alg": "RS256", "kid": "k".repeat(300)}), claims());
+        assert_eq!(check(&t).unwrap_err().reason(), "malformed");
+    }
+
+    #[test]
+    fn typ_at_jwt_is_accepted_without_configuration() {
+        let t = raw("rs256-1", Algorithm::RS256, json!({"alg": "RS256", "kid": "rs256-1", "typ": "at+jwt"}), claims());
+        assert!(check(&t).is_ok());
+    }
+
+    #[test]
+    fn required_typ_is_enforced_case_insensitively_with_optional_application_prefix() {
+        let cfg = config("    required_typ: at+jwt\n");
+        let hdr = |typ: &str| json!({"alg": "RS256", "kid": "rs256-1", "typ": typ});
+        assert!(check_with(&raw("rs256-1", Algorithm::RS256, hdr("application/AT+JWT"), claims()), &cfg, None).is_ok());
+        let jwt = raw("rs256-1", Algorithm::RS256, hdr("JWT"), claims());
+        assert_eq!(check_with(&jwt, &cfg, None).unwrap_err(), AuthError::TokenType);
+    }
+
+    #[test]
+    fn lifetime_beyond_the_issuer_maximum_is_refused() {
+        let cfg = config("    max_token_lifetime_seconds: 3600\n");
+        let long = with_claim("exp", json!(NOW + 7200));
+        assert_eq!(check_with(&long, &cfg, None).unwrap_err(), AuthError::Lifetime);
+        assert!(check_with(&with_claim("exp", json!(NOW + 3000)), &cfg, None).is_ok());
+    }
+
+    #[test]
+    fn missing_scope_is_insufficient_scope() {
+        let t = with_claim("scope", json!("orders:read"));
+        assert!(check_with(&t, &config(""), Some("scope=orders:read")).is_ok());
+        assert_eq!(check_with(&t, &config(""), Some("scope=admin")).unwrap_err(), AuthError::Scope("admin".into()));
+    }
+
+    #[test]
+    fn audience_claim_can_be_client_id_for_cognito_access_tokens() {
+        let cfg = config("    audience_claim: client_id\n");
+        let mut c = claims();
+        c.as_object_mut().unwrap().remove("aud");
+        c["client_id"] = json!("orders-api");
+        assert!(check_with(&ring().sign("rs256-1", &c), &cfg, None).is_ok());
+        c["client_id"] = json!("other-client");
+        assert_eq!(check_with(&ring().sign("rs256-1", &c), &cfg, None).unwrap_err(), AuthError::Audience);
+    }
+
+    #[test]
+    fn claims_with_control_characters_become_encoded_headers() {
+        let id = check(&with_claim("sub", json!("eve\r\nX-Admin: 1"))).unwrap();
+        let v = id.headers[0].1.to_str().unwrap();
+        assert!(v.starts_with("=?UTF-8?B?") && !v.contains('\n'), "{v}");
+    }
 }

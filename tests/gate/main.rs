@@ -3,3 +3,4 @@
 mod helpers;
 mod http_api;
 mod key_lifecycle;
+mod wycheproof;
