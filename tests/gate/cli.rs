@@ -80,7 +80,8 @@ fn bad_config_lists_every_problem_exits_2_and_binds_nothing() {
         let out = Command::new(BIN).args([cmd, "--config"]).arg(&path).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{cmd}");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        for key in ["issuers[0].name", "issuers[0].issuer", "issuers[0].audiences", "issuers[0].algoritms: unknown key"] {
+        for key in ["issuers[0].name", "issuers[0].issuer", "issuers[0].audiences", "issuers[0].algoritms: unknown key"]
+        {
             assert!(stderr.contains(key), "{cmd}: missing {key} in {stderr}");
         }
         assert!(started.elapsed() < Duration::from_secs(10));
@@ -99,7 +100,8 @@ fn missing_config_file_exits_2() {
 async fn serve_logs_json_refusals_without_tokens_and_exits_0_on_sigterm() {
     let issuer = DevIssuer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let port = free_port();
-    let yaml = config_yaml(&issuer, "", "").replace("listen: \"127.0.0.1:0\"", &format!("listen: \"127.0.0.1:{port}\""));
+    let yaml =
+        config_yaml(&issuer, "", "").replace("listen: \"127.0.0.1:0\"", &format!("listen: \"127.0.0.1:{port}\""));
     let (_d, path) = write_config(&yaml);
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
@@ -124,7 +126,13 @@ async fn serve_logs_json_refusals_without_tokens_and_exits_0_on_sigterm() {
     }
     eprintln!("measured: debug binary start to ready: {:?}", started.elapsed());
     let expired = issuer.sign("rs256-1", &issuer.claims("u", AUD, -600));
-    let r = client.get(format!("{base}/verify")).bearer_auth(&expired).header("X-Request-ID", "req-42").send().await.unwrap();
+    let r = client
+        .get(format!("{base}/verify"))
+        .bearer_auth(&expired)
+        .header("X-Request-ID", "req-42")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let good = issuer.sign("es256-1", &issuer.claims("u", AUD, 600));
     let r = client.get(format!("{base}/verify")).bearer_auth(&good).send().await.unwrap();
@@ -141,7 +149,8 @@ async fn serve_logs_json_refusals_without_tokens_and_exits_0_on_sigterm() {
     for line in BufReader::new(child.stderr.take().unwrap()).lines() {
         let line = line.unwrap();
         assert!(!line.contains(&expired) && !line.contains(&good), "a token was logged: {line}");
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
         if v["message"] == "refused" {
             refusal = Some(v);
         }

@@ -4,4 +4,6 @@ mod cli;
 mod helpers;
 mod http_api;
 mod key_lifecycle;
+mod oidc;
+mod providers;
 mod wycheproof;

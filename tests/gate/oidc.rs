@@ -1,0 +1,445 @@
+//! Interop with a real OpenID provider: panva's `oidc-provider` (tests/oidc), started per test as
+//! a child process on loopback. The gate is configured by discovery only and verifies RFC 9068
+//! access tokens (`typ: at+jwt`) from the `client_credentials` grant with resource indicators,
+//! applies the scope policy to the granted scopes, and follows key rotation at the provider
+//! without being restarted.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jwtgate::config::Config;
+use jwtgate::gate::Gate;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+const CLIENT_ID: &str = "jwtgate-test";
+const CLIENT_SECRET: &str = "secret";
+/// Resource indicators the test provider knows, and the algorithm it signs each one's tokens with.
+const ORDERS: &str = "https://orders.example.com"; // RS256
+const ES: &str = "https://es.example.com"; // ES256
+const ED: &str = "https://ed.example.com"; // EdDSA
+const PS: &str = "https://ps.example.com"; // PS256
+/// How long the provider may take to print READY (it loads its modules first, about 1.5 s).
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Upper bound for anything the tests wait for (a scheduled key refresh, a restart).
+const WAIT: Duration = Duration::from_secs(20);
+
+const INSTALL_HINT: &str = "run scripts/install-test-deps.sh (it installs Node's test provider: npm ci in tests/oidc)";
+
+fn oidc_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc")
+}
+
+/// Fails loudly when the provider cannot run: these tests are never skipped.
+fn require_node() {
+    match Command::new("node").arg("--version").output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!("`node --version` failed ({}): {INSTALL_HINT}", out.status),
+        Err(e) => panic!("node is not installed ({e}): {INSTALL_HINT}"),
+    }
+    let module = oidc_dir().join("node_modules/oidc-provider");
+    assert!(module.is_dir(), "{} is missing: {INSTALL_HINT}", module.display());
+}
+
+/// A directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let name = format!("jwtgate-oidc-{}-{}-{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+        let path = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A private JWK from `tests/oidc/genkey.mjs` (kid, alg and `use: sig` set).
+fn genkey(alg: &str, kid: &str) -> Value {
+    require_node();
+    let out = Command::new("node").arg(oidc_dir().join("genkey.mjs")).args([alg, kid]).output().unwrap();
+    assert!(out.status.success(), "genkey.mjs {alg} {kid} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let jwk: Value = serde_json::from_slice(&out.stdout).expect("genkey.mjs prints a JWK");
+    assert_eq!(jwk["kid"], kid);
+    jwk
+}
+
+/// A running `tests/oidc/server.mjs`. Dropping it kills the process.
+struct Provider {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// `http://127.0.0.1:<port>`: the issuer, and the discovery base URL.
+    issuer: String,
+    port: u16,
+    http: reqwest::Client,
+}
+
+impl Provider {
+    /// Starts the provider with `keys` (private JWKs, the first per algorithm signs) on `port`
+    /// (0: any free port) and waits for its READY line.
+    async fn start(dir: &Path, keys: &[Value], port: u16) -> Provider {
+        require_node();
+        let dir = dir.to_path_buf();
+        let keys = json!({ "keys": keys });
+        tokio::task::spawn_blocking(move || Provider::start_blocking(&dir, &keys, port)).await.unwrap()
+    }
+
+    fn start_blocking(dir: &Path, keys: &Value, port: u16) -> Provider {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let keys_file = dir.join(format!("keys-{n}.json"));
+        std::fs::write(&keys_file, keys.to_string()).unwrap();
+        let stderr_file = dir.join(format!("provider-{n}.stderr"));
+        let mut child = Command::new("node")
+            .arg(oidc_dir().join("server.mjs"))
+            .arg("--keys")
+            .arg(&keys_file)
+            .args(["--port", &port.to_string(), "--ttl", "300", "--exit-on-stdin-eof"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_file).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start node: {e}; {INSTALL_HINT}"));
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads the READY line, then drains stdout until the process exits.
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                let stderr = std::fs::read_to_string(&stderr_file).unwrap_or_default();
+                panic!("oidc provider did not print READY within {READY_TIMEOUT:?} (exit: {status:?}):\n{stderr}");
+            }
+        };
+        let issuer = line.strip_prefix("READY ").unwrap_or_else(|| panic!("unexpected provider output `{line}`"));
+        let port: u16 = issuer.rsplit(':').next().and_then(|p| p.parse().ok()).expect("issuer ends with a port");
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        Provider { child, stdin, issuer: issuer.to_string(), port, http }
+    }
+
+    /// Stops the provider the way its README describes (stdin EOF: graceful close) and waits
+    /// for the process, so the port is free for a restart.
+    async fn stop(mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if self.child.try_wait().unwrap().is_some() {
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// An access token from the `client_credentials` grant (client_secret_basic) for `resource`.
+    async fn token(&self, resource: &str, scope: &str) -> String {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "client_credentials")
+            .append_pair("resource", resource)
+            .append_pair("scope", scope)
+            .finish();
+        let basic = STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
+        let r = self
+            .http
+            .post(format!("{}/token", self.issuer))
+            .header("Authorization", format!("Basic {basic}"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let doc: Value = r.json().await.unwrap();
+        assert_eq!(status, 200, "token request for {resource} failed: {doc}");
+        assert_eq!(doc["token_type"], "Bearer");
+        doc["access_token"].as_str().expect("access_token").to_string()
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The decoded JOSE header and claims of a compact JWS.
+fn decode(token: &str) -> (Value, Value) {
+    let mut parts = token.split('.');
+    let mut part = || serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts.next().unwrap()).unwrap()).unwrap();
+    (part(), part())
+}
+
+/// A gate served in-process on 127.0.0.1:0.
+struct GateApp {
+    url: String,
+    client: reqwest::Client,
+    _stop: oneshot::Sender<()>,
+}
+
+/// The gate's config: one issuer, configured by discovery only (no `jwks_uri`).
+fn gate_yaml(issuer: &str, audiences: &[&str], algorithms: &[&str], refresh_interval_seconds: u64) -> String {
+    format!(
+        r#"
+listen: "127.0.0.1:0"
+issuers:
+  - name: panva
+    issuer: "{issuer}"
+    audiences: {audiences}
+    algorithms: {algorithms}
+    required_typ: at+jwt
+claims_to_headers:
+  - {{claim: sub, header: X-Auth-Subject}}
+  - {{claim: client_id, header: X-Auth-Client}}
+  - {{claim: aud, header: X-Auth-Audience}}
+  - {{claim: scope, header: X-Auth-Scope}}
+jwks:
+  refresh_interval_seconds: {refresh_interval_seconds}
+  min_refresh_interval_seconds: 1
+shutdown:
+  grace_seconds: 1
+"#,
+        audiences = json!(audiences),
+        algorithms = json!(algorithms),
+    )
+}
+
+impl GateApp {
+    async fn spawn(yaml: &str) -> GateApp {
+        let config = Config::from_yaml(yaml).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{yaml}"));
+        let gate = Gate::new(config).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(jwtgate::shutdown::serve(listener, gate, async move {
+            let _ = rx.await;
+        }));
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let app = GateApp { url: format!("http://{addr}"), client, _stop: tx };
+        app.wait_until("the gate is ready (discovery and JWKS loaded)", async || {
+            app.client.get(format!("{}/readyz", app.url)).send().await.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        app
+    }
+
+    async fn verify(&self, token: &str, query: &str) -> reqwest::Response {
+        let url =
+            if query.is_empty() { format!("{}/verify", self.url) } else { format!("{}/verify?{query}", self.url) };
+        self.client.get(url).header("Authorization", format!("Bearer {token}")).send().await.unwrap()
+    }
+
+    async fn status(&self, token: &str, query: &str) -> u16 {
+        self.verify(token, query).await.status().as_u16()
+    }
+
+    /// The value of one metric series (its full text before the value), or 0.
+    async fn metric(&self, series: &str) -> f64 {
+        let text = self.client.get(format!("{}/metrics", self.url)).send().await.unwrap().text().await.unwrap();
+        text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+    }
+
+    async fn fetches_ok(&self) -> f64 {
+        self.metric(r#"jwtgate_jwks_fetches_total{issuer="panva",result="ok"}"#).await
+    }
+
+    /// Polls `cond` every 50 ms until it holds; panics naming `what` after [`WAIT`].
+    async fn wait_until(&self, what: &str, mut cond: impl AsyncFnMut() -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !cond().await {
+            assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn header<'r>(r: &'r reqwest::Response, name: &str) -> &'r str {
+    r.headers().get(name).unwrap_or_else(|| panic!("no {name} header")).to_str().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_tokens_signed_rs256_es256_and_eddsa_verify_with_keys_found_by_discovery() {
+    let dir = TempDir::new();
+    let keys = [genkey("RS256", "rs-1"), genkey("ES256", "es-1"), genkey("EdDSA", "ed-1"), genkey("PS256", "ps-1")];
+    let provider = Provider::start(&dir.0, &keys, 0).await;
+    let gate = GateApp::spawn(&gate_yaml(&provider.issuer, &[ORDERS, ES, ED], &["RS256", "ES256", "EdDSA"], 300)).await;
+    // Discovery gave the JWKS: all four published keys are usable.
+    assert_eq!(gate.metric(r#"jwtgate_jwks_keys{issuer="panva"}"#).await, 4.0);
+
+    for (resource, alg, kid) in [(ORDERS, "RS256", "rs-1"), (ES, "ES256", "es-1"), (ED, "EdDSA", "ed-1")] {
+        let token = provider.token(resource, "orders:read").await;
+        let (jose, claims) = decode(&token);
+        assert_eq!(jose, json!({"alg": alg, "typ": "at+jwt", "kid": kid}));
+        assert_eq!(claims["iss"], provider.issuer.as_str());
+        assert_eq!(claims["aud"], resource);
+        assert_eq!(claims["client_id"], CLIENT_ID);
+
+        let r = gate.verify(&token, "").await;
+        assert_eq!(r.status(), 200, "{alg} token for {resource}");
+        assert_eq!(header(&r, "x-auth-subject"), CLIENT_ID);
+        assert_eq!(header(&r, "x-auth-client"), CLIENT_ID);
+        assert_eq!(header(&r, "x-auth-audience"), resource);
+        assert_eq!(header(&r, "x-auth-scope"), "orders:read");
+        let max_age: u64 = header(&r, "cache-control").strip_prefix("private, max-age=").unwrap().parse().unwrap();
+        assert!(max_age <= 300, "max-age {max_age} outlives the token");
+
+        // The resource indicator became the audience, and it is enforced.
+        let other = if resource == ORDERS { ES } else { ORDERS };
+        let r = gate.verify(&token, &format!("aud={other}")).await;
+        assert_eq!(r.status(), 401, "{alg} token with aud={other}");
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            r#"Bearer realm="jwtgate", error="invalid_token", error_description="audience not accepted""#
+        );
+    }
+
+    // A PS256 token from the same provider, its key published, is refused by the allow-list.
+    let ps = provider.token(PS, "orders:read").await;
+    assert_eq!(decode(&ps).0["alg"], "PS256");
+    let r = gate.verify(&ps, &format!("aud={PS}")).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        header(&r, "www-authenticate"),
+        r#"Bearer realm="jwtgate", error="invalid_token", error_description="algorithm not accepted""#
+    );
+
+    // A gate allowing only RS256 refuses the provider's ES256 and EdDSA tokens.
+    let rs_only = GateApp::spawn(&gate_yaml(&provider.issuer, &[ORDERS, ES, ED], &["RS256"], 300)).await;
+    assert_eq!(rs_only.status(&provider.token(ORDERS, "orders:read").await, "").await, 200);
+    assert_eq!(rs_only.status(&provider.token(ES, "orders:read").await, "").await, 401);
+    assert_eq!(rs_only.status(&provider.token(ED, "orders:read").await, "").await, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn granted_scopes_decide_the_scope_policy() {
+    let dir = TempDir::new();
+    let provider = Provider::start(&dir.0, &[genkey("RS256", "rs-1")], 0).await;
+    let gate = GateApp::spawn(&gate_yaml(&provider.issuer, &[ORDERS], &["RS256"], 300)).await;
+
+    let read = provider.token(ORDERS, "orders:read").await;
+    assert_eq!(decode(&read).1["scope"], "orders:read");
+    assert_eq!(gate.status(&read, "scope=orders:read").await, 200);
+    let r = gate.verify(&read, "scope=admin").await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(header(&r, "www-authenticate"), r#"Bearer realm="jwtgate", error="insufficient_scope", scope="admin""#);
+    assert_eq!(header(&r, "cache-control"), "no-store");
+    assert_eq!(gate.status(&read, "scope=orders:read%20orders:write").await, 403);
+
+    let admin = provider.token(ORDERS, "orders:read admin").await;
+    assert_eq!(decode(&admin).1["scope"], "orders:read admin");
+    assert_eq!(gate.status(&admin, "scope=admin").await, 200);
+    assert_eq!(gate.status(&admin, "scope=orders:read,admin").await, 200);
+    assert_eq!(gate.status(&admin, "scope=orders:write").await, 403);
+
+    // The provider drops scopes it does not know; with none left the token has no scope claim.
+    let none = provider.token(ORDERS, "profile").await;
+    assert!(decode(&none).1.get("scope").is_none(), "{}", decode(&none).1);
+    assert_eq!(gate.status(&none, "").await, 200);
+    assert_eq!(gate.status(&none, "scope=orders:read").await, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_at_the_provider_is_followed_without_restarting_the_gate() {
+    let dir = TempDir::new();
+    let (key_a, key_b) = (genkey("RS256", "rsa-A"), genkey("RS256", "rsa-B"));
+    let mut provider = Provider::start(&dir.0, std::slice::from_ref(&key_a), 0).await;
+    let (issuer, port) = (provider.issuer.clone(), provider.port);
+    // `refetching` refreshes only at start and on an unknown kid; `refreshing` every 2 s.
+    let refetching = GateApp::spawn(&gate_yaml(&issuer, &[ORDERS], &["RS256"], 300)).await;
+    let refreshing = GateApp::spawn(&gate_yaml(&issuer, &[ORDERS], &["RS256"], 2)).await;
+
+    // 1. Keys [A]: a token signed by A is verified, then served from the cache.
+    let ta = provider.token(ORDERS, "orders:read").await;
+    assert_eq!(decode(&ta).0["kid"], "rsa-A");
+    for gate in [&refetching, &refreshing] {
+        assert_eq!(gate.status(&ta, "").await, 200);
+        assert_eq!(gate.status(&ta, "").await, 200);
+        assert!(gate.metric(r#"jwtgate_token_cache_lookups_total{result="hit"}"#).await >= 1.0);
+    }
+
+    // 2. Restart on the same port with [B, A]: B signs new tokens, A stays published.
+    provider.stop().await;
+    provider = Provider::start(&dir.0, &[key_b.clone(), key_a.clone()], port).await;
+    assert_eq!(provider.issuer, issuer);
+    let tb = provider.token(ORDERS, "orders:read").await;
+    assert_eq!(decode(&tb).0["kid"], "rsa-B");
+
+    // The refetching gate learns B from the token itself: one refetch on the unknown kid, once
+    // its one-second cooldown after the start-up fetch is over.
+    refetching
+        .wait_until("the start-up fetch is older than the refetch cooldown", async || {
+            refetching.metric(r#"jwtgate_jwks_last_success_age_seconds{issuer="panva"}"#).await >= 1.5
+        })
+        .await;
+    assert_eq!(refetching.fetches_ok().await, 1.0);
+    let r = refetching.verify(&tb, "").await;
+    assert_eq!(r.status(), 200, "{:?}", r.headers().get("www-authenticate"));
+    assert_eq!(header(&r, "x-auth-subject"), CLIENT_ID);
+    assert_eq!(refetching.metric(r#"jwtgate_jwks_unknown_kid_refetches_total{issuer="panva"}"#).await, 1.0);
+    assert_eq!(refetching.fetches_ok().await, 2.0);
+    assert_eq!(refetching.metric(r#"jwtgate_jwks_keys{issuer="panva"}"#).await, 2.0);
+    assert_eq!(refetching.status(&ta, "").await, 200);
+
+    // The refreshing gate picks up [B, A] at a scheduled refresh (or the refetch): both verify.
+    let before = refreshing.fetches_ok().await;
+    refreshing
+        .wait_until("a key refresh from the restarted provider", async || refreshing.fetches_ok().await > before)
+        .await;
+    assert_eq!(refreshing.status(&tb, "").await, 200);
+    assert_eq!(refreshing.status(&ta, "").await, 200);
+
+    // 3. Restart with [B] only: after the next refresh A's token is refused, though it was
+    // verified and cached before; B's still verifies.
+    provider.stop().await;
+    provider = Provider::start(&dir.0, std::slice::from_ref(&key_b), port).await;
+    let before = refreshing.fetches_ok().await;
+    refreshing
+        .wait_until("a key refresh from the provider publishing only B", async || {
+            refreshing.fetches_ok().await > before
+        })
+        .await;
+    assert_eq!(refreshing.metric(r#"jwtgate_jwks_keys{issuer="panva"}"#).await, 1.0);
+    let r = refreshing.verify(&ta, "").await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        header(&r, "www-authenticate"),
+        r#"Bearer realm="jwtgate", error="invalid_token", error_description="signing key not found""#
+    );
+    assert_eq!(
+        refreshing.metric(r#"jwtgate_decisions_total{decision="deny",issuer="panva",reason="unknown_key"}"#).await,
+        1.0
+    );
+    let r = refreshing.verify(&tb, "").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-auth-subject"), CLIENT_ID);
+    // Tokens the provider issues now are signed by B, and verify.
+    let tb2 = provider.token(ORDERS, "orders:read").await;
+    assert_eq!(decode(&tb2).0["kid"], "rsa-B");
+    assert_eq!(refreshing.status(&tb2, "").await, 200);
+    provider.stop().await;
+}
