@@ -152,7 +152,9 @@ impl Gate {
                 self.cache.insert(digest, identity, &key, now)
             }
         };
-        let remaining = entry.identity.exp.saturating_sub(now).max(0) as u64;
+        // `now` is whole seconds, so up to a second has already passed: one less keeps nginx's
+        // cache (which counts the whole last second as fresh) strictly before `exp`.
+        let remaining = entry.identity.exp.saturating_sub(now).saturating_sub(1).max(0) as u64;
         let max_age = remaining.min(self.config.cache.max_ttl.as_secs());
         Ok(Allowed { entry, max_age })
     }

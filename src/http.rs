@@ -93,8 +93,10 @@ fn allow(allowed: Allowed) -> Response {
         h.insert(name.clone(), value.clone());
     }
     let secs = allowed.max_age.to_string();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_str(&format!("private, max-age={secs}")).expect("digits"));
+    // X-Accel-Expires first: nginx before 1.23 reads the headers in order and stops caching at a
+    // `Cache-Control: private` seen before X-Accel-Expires (fixed in nginx 1.23.0).
     h.insert(X_ACCEL_EXPIRES, HeaderValue::from_str(&secs).expect("digits"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_str(&format!("private, max-age={secs}")).expect("digits"));
     response
 }
 

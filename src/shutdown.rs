@@ -2,15 +2,32 @@
 //! the listener keeps serving for `shutdown.drain_delay_seconds` (so the endpoint is withdrawn
 //! before connections are refused), then stops accepting, lets in-flight requests finish within
 //! `shutdown.grace_seconds`, and stops the background refreshers.
+//!
+//! The accept loop is hyper's HTTP/1 server used directly rather than `axum::serve`, for three
+//! settings nginx-facing traffic needs: response header names in canonical Title-Case
+//! (ingress-nginx's `auth-keepalive` Lua path looks them up case-sensitively, as
+//! `auth-response-headers` spells them), `TCP_NODELAY` on every connection (auth subrequests are
+//! small request/response pairs on kept-alive connections), and HTTP/1 only (nginx speaks
+//! HTTP/1.1 to auth upstreams; no protocol sniffing per connection).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::gate::Gate;
 use crate::http::{AppState, router};
+
+/// A client has this long to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Resolves on SIGTERM or SIGINT.
 pub async fn signal() {
@@ -34,39 +51,59 @@ pub async fn signal() {
     }
 }
 
+/// Accepts connections and serves `app` on each until `until` resolves.
+async fn accept_until(
+    listener: &TcpListener,
+    app: &Router,
+    builder: &http1::Builder,
+    graceful: &GracefulShutdown,
+    until: impl Future<Output = ()>,
+) {
+    tokio::pin!(until);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = &mut until => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // Client resets and timeouts end a connection; nothing to report.
+            let _ = connection.await;
+        });
+    }
+}
+
 /// Serves `gate` on `listener` until `stop` resolves, then drains and returns.
-pub async fn serve(
-    listener: TcpListener,
-    gate: Gate,
-    stop: impl std::future::Future<Output = ()>,
-) -> std::io::Result<()> {
+pub async fn serve(listener: TcpListener, gate: Gate, stop: impl Future<Output = ()>) -> std::io::Result<()> {
     let cancel = CancellationToken::new();
     let refreshers = gate.spawn_refreshers(&cancel);
     let draining = Arc::new(AtomicBool::new(false));
     let shutdown = gate.config.shutdown.clone();
     let app = router(AppState { gate, draining: draining.clone() });
 
-    let close = CancellationToken::new();
-    let server = axum::serve(listener, app).with_graceful_shutdown(close.clone().cancelled_owned());
-    let mut server = tokio::spawn(async move { server.await });
+    let mut builder = http1::Builder::new();
+    builder.title_case_headers(true).keep_alive(true).timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let graceful = GracefulShutdown::new();
 
-    tokio::select! {
-        result = &mut server => {
-            cancel.cancel();
-            return result.unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        }
-        _ = stop => {}
-    }
+    accept_until(&listener, &app, &builder, &graceful, stop).await;
     tracing::info!(drain_delay_s = shutdown.drain_delay.as_secs(), grace_s = shutdown.grace.as_secs(), "shutting down");
     draining.store(true, Ordering::Release);
-    tokio::time::sleep(shutdown.drain_delay).await;
-    close.cancel();
-    match tokio::time::timeout(shutdown.grace, &mut server).await {
-        Ok(_) => tracing::info!("all connections closed"),
-        Err(_) => {
-            tracing::warn!("grace period over with requests in flight; exiting");
-            server.abort();
-        }
+    accept_until(&listener, &app, &builder, &graceful, tokio::time::sleep(shutdown.drain_delay)).await;
+    drop(listener);
+
+    match tokio::time::timeout(shutdown.grace, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("all connections closed"),
+        Err(_) => tracing::warn!("grace period over with requests in flight; exiting"),
     }
     cancel.cancel();
     for r in refreshers {

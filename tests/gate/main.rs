@@ -4,6 +4,8 @@ mod cli;
 mod helpers;
 mod http_api;
 mod key_lifecycle;
+mod nginx;
+mod nginx_support;
 mod oidc;
 mod providers;
 mod wycheproof;

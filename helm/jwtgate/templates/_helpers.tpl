@@ -127,18 +127,18 @@ Also enforces invariants the JSON schema cannot express.
 
 {{/*
 Identity headers set by jwtgate (from config.claims_to_headers), joined with
-commas for the ingress-nginx auth-response-headers annotation. Lowercase, as
-jwtgate sends them: with auth-keepalive ingress-nginx looks the names up
-case-sensitively. jwtgate's built-in default is sub -> x-auth-subject,
-iss -> x-auth-issuer.
+commas for the ingress-nginx auth-response-headers annotation. Canonical
+Title-Case, as jwtgate sends them: with auth-keepalive ingress-nginx looks the
+names up case-sensitively. jwtgate's built-in default is sub -> X-Auth-Subject,
+iss -> X-Auth-Issuer.
 */}}
 {{- define "jwtgate.responseHeaders" -}}
 {{- $headers := list -}}
 {{- range (.Values.config.claims_to_headers | default list) -}}
-{{- $headers = append $headers (lower .header) -}}
+{{- $headers = append $headers (lower .header | title) -}}
 {{- end -}}
 {{- if not $headers -}}
-{{- $headers = list "x-auth-subject" "x-auth-issuer" -}}
+{{- $headers = list "X-Auth-Subject" "X-Auth-Issuer" -}}
 {{- end -}}
 {{- join "," ($headers | uniq) -}}
 {{- end }}
