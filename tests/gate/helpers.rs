@@ -13,15 +13,27 @@ use tokio::sync::oneshot;
 
 pub const AUD: &str = "orders-api";
 
-/// A running gate and the issuer it trusts.
-pub struct TestApp {
+/// A running gate on 127.0.0.1:0.
+pub struct Server {
     pub url: String,
     pub addr: SocketAddr,
-    pub issuer: DevIssuer,
     pub gate: Gate,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// A running gate and the development issuer it trusts.
+pub struct TestApp {
+    pub server: Server,
+    pub issuer: DevIssuer,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
+    }
 }
 
 /// The config a test app runs with: issuer `main` trusting `issuer`, plus `extra` YAML appended
@@ -63,32 +75,41 @@ pub async fn spawn_app() -> TestApp {
     app
 }
 
-/// A gate with an explicit config (does not wait for readiness).
+/// A gate with an explicit config trusting `issuer` (does not wait for readiness).
 pub async fn spawn_app_with(issuer: DevIssuer, yaml: &str) -> TestApp {
-    let config = Config::from_yaml(yaml).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{yaml}"));
-    let gate = Gate::new(config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(jwtgate::shutdown::serve(listener, gate.clone(), async move {
-        let _ = rx.await;
-    }));
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    TestApp { url: format!("http://{addr}"), addr, issuer, gate, client, stop: Some(tx), task: Some(task) }
+    TestApp { server: Server::spawn(yaml).await, issuer }
 }
 
-impl TestApp {
-    /// Polls `/readyz` until 200 (at most 10 s).
+/// Polls `cond` every 50 ms until it holds; panics naming `what` after 20 s.
+pub async fn wait_until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !cond().await {
+        assert!(std::time::Instant::now() < deadline, "timed out after 20 s waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Server {
+    /// Serves a gate with this config on 127.0.0.1:0 (does not wait for readiness).
+    pub async fn spawn(yaml: &str) -> Server {
+        let config = Config::from_yaml(yaml).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{yaml}"));
+        let gate = Gate::new(config).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(jwtgate::shutdown::serve(listener, gate.clone(), async move {
+            let _ = rx.await;
+        }));
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        Server { url: format!("http://{addr}"), addr, gate, client, stop: Some(tx), task: Some(task) }
+    }
+
+    /// Polls `/readyz` until 200 (at most 20 s).
     pub async fn wait_ready(&self) {
-        for _ in 0..200 {
-            if let Ok(r) = self.client.get(format!("{}/readyz", self.url)).send().await
-                && r.status() == 200
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("gate never became ready");
+        wait_until("the gate is ready (keys loaded)", async || {
+            self.client.get(format!("{}/readyz", self.url)).send().await.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
     }
 
     /// `GET /verify?query` with an optional bearer token.
@@ -100,16 +121,6 @@ impl TestApp {
             req = req.header("Authorization", format!("Bearer {t}"));
         }
         req.send().await.unwrap()
-    }
-
-    /// A token for `sub`, valid for an hour, for this app's audience, signed by `kid`.
-    pub fn token(&self, kid: &str) -> String {
-        self.issuer.sign(kid, &self.issuer.claims("user-1", AUD, 3600))
-    }
-
-    /// Signs custom claims with `kid`.
-    pub fn sign(&self, kid: &str, claims: &Value) -> String {
-        self.issuer.sign(kid, claims)
     }
 
     pub async fn metrics(&self) -> String {
@@ -130,5 +141,22 @@ impl TestApp {
         if let Some(task) = self.task.take() {
             task.await.unwrap().unwrap();
         }
+    }
+}
+
+impl TestApp {
+    /// A token for `sub`, valid for an hour, for this app's audience, signed by `kid`.
+    pub fn token(&self, kid: &str) -> String {
+        self.issuer.sign(kid, &self.issuer.claims("user-1", AUD, 3600))
+    }
+
+    /// Signs custom claims with `kid`.
+    pub fn sign(&self, kid: &str, claims: &Value) -> String {
+        self.issuer.sign(kid, claims)
+    }
+
+    /// Stops the gate gracefully and waits for it.
+    pub async fn stop(self) {
+        self.server.stop().await
     }
 }

@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use jwtgate::config::Config;
-use jwtgate::gate::Gate;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
+
+use crate::helpers::{Server, wait_until};
 
 const CLIENT_ID: &str = "jwtgate-test";
 const CLIENT_SECRET: &str = "secret";
@@ -195,12 +194,8 @@ fn decode(token: &str) -> (Value, Value) {
     (part(), part())
 }
 
-/// A gate served in-process on 127.0.0.1:0.
-struct GateApp {
-    url: String,
-    client: reqwest::Client,
-    _stop: oneshot::Sender<()>,
-}
+/// The gate under test, with the shortcuts these tests use.
+struct GateApp(Server);
 
 /// The gate's config: one issuer, configured by discovery only (no `jwks_uri`).
 fn gate_yaml(issuer: &str, audiences: &[&str], algorithms: &[&str], refresh_interval_seconds: u64) -> String {
@@ -231,50 +226,29 @@ shutdown:
 
 impl GateApp {
     async fn spawn(yaml: &str) -> GateApp {
-        let config = Config::from_yaml(yaml).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{yaml}"));
-        let gate = Gate::new(config).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(jwtgate::shutdown::serve(listener, gate, async move {
-            let _ = rx.await;
-        }));
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
-        let app = GateApp { url: format!("http://{addr}"), client, _stop: tx };
-        app.wait_until("the gate is ready (discovery and JWKS loaded)", async || {
-            app.client.get(format!("{}/readyz", app.url)).send().await.is_ok_and(|r| r.status() == 200)
-        })
-        .await;
-        app
+        let server = Server::spawn(yaml).await;
+        server.wait_ready().await;
+        GateApp(server)
     }
 
     async fn verify(&self, token: &str, query: &str) -> reqwest::Response {
-        let url =
-            if query.is_empty() { format!("{}/verify", self.url) } else { format!("{}/verify?{query}", self.url) };
-        self.client.get(url).header("Authorization", format!("Bearer {token}")).send().await.unwrap()
+        self.0.verify(Some(token), query).await
     }
 
     async fn status(&self, token: &str, query: &str) -> u16 {
         self.verify(token, query).await.status().as_u16()
     }
 
-    /// The value of one metric series (its full text before the value), or 0.
     async fn metric(&self, series: &str) -> f64 {
-        let text = self.client.get(format!("{}/metrics", self.url)).send().await.unwrap().text().await.unwrap();
-        text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+        self.0.metric(series).await
     }
 
     async fn fetches_ok(&self) -> f64 {
         self.metric(r#"jwtgate_jwks_fetches_total{issuer="panva",result="ok"}"#).await
     }
 
-    /// Polls `cond` every 50 ms until it holds; panics naming `what` after [`WAIT`].
-    async fn wait_until(&self, what: &str, mut cond: impl AsyncFnMut() -> bool) {
-        let deadline = Instant::now() + WAIT;
-        while !cond().await {
-            assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting until {what}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    async fn wait_until(&self, what: &str, cond: impl AsyncFnMut() -> bool) {
+        wait_until(what, cond).await
     }
 }
 
