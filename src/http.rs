@@ -57,12 +57,12 @@ async fn verify(State(app): State<AppState>, uri: Uri, headers: HeaderMap) -> Re
     let outcome = gate.decide(uri.query(), &headers, now).await;
     let response = match outcome {
         Ok(allowed) => {
-            gate.metrics.decision(gate.issuer_label(Some(allowed.entry.identity.issuer)), "ok");
+            gate.metrics.decision(Some(allowed.entry.identity.issuer), "ok");
             allow(allowed)
         }
         Err(Refused { error, issuer }) => {
             let label = gate.issuer_label(issuer);
-            gate.metrics.decision(label, error.reason());
+            gate.metrics.decision(issuer, error.reason());
             match &error {
                 AuthError::BadPolicy(why) => tracing::warn!(
                     reason = error.reason(),

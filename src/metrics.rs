@@ -1,6 +1,9 @@
 //! Prometheus metrics, in the service's own registry. Names and labels are part of the contract;
 //! no label ever holds a token, a subject, a kid or a path.
 
+use std::sync::OnceLock;
+
+use crate::error::REASONS;
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -19,6 +22,10 @@ pub struct Metrics {
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
     pub cache_entries: prometheus::IntGauge,
+    /// `decisions` resolved once per (issuer, reason): the request path does no label hashing.
+    /// Row `i` is issuer `i`; the last row is `none`. Columns follow [`REASONS`].
+    decision_counters: std::sync::Arc<Vec<Vec<OnceLock<IntCounter>>>>,
+    issuer_names: std::sync::Arc<Vec<String>>,
 }
 
 impl Metrics {
@@ -101,6 +108,10 @@ impl Metrics {
             unknown_kid_refusals.with_label_values(&[*issuer]);
             decisions.with_label_values(&[*issuer, "allow", "ok"]);
         }
+        // Filled on first use, so only the series that occur are exported.
+        let decision_counters =
+            (0..=issuers.len()).map(|_| REASONS.iter().map(|_| OnceLock::new()).collect()).collect();
+        let issuer_names = issuers.iter().map(|s| s.to_string()).chain(std::iter::once("none".to_string())).collect();
         Metrics {
             registry,
             cache_hits: lookups.with_label_values(&["hit"]),
@@ -113,13 +124,21 @@ impl Metrics {
             unknown_kid_refetches,
             unknown_kid_refusals,
             cache_entries,
+            decision_counters: std::sync::Arc::new(decision_counters),
+            issuer_names: std::sync::Arc::new(issuer_names),
         }
     }
 
-    /// Counts one decision.
-    pub fn decision(&self, issuer: &str, reason: &'static str) {
-        let decision = if reason == "ok" { "allow" } else { "deny" };
-        self.decisions.with_label_values(&[issuer, decision, reason]).inc();
+    /// Counts one decision for issuer index `issuer` (`None`: before the issuer was known).
+    pub fn decision(&self, issuer: Option<usize>, reason: &'static str) {
+        let row = issuer.unwrap_or(self.decision_counters.len() - 1);
+        let column = REASONS.iter().position(|r| *r == reason).expect("reason is listed in REASONS");
+        self.decision_counters[row][column]
+            .get_or_init(|| {
+                let decision = if reason == "ok" { "allow" } else { "deny" };
+                self.decisions.with_label_values(&[&self.issuer_names[row], decision, reason])
+            })
+            .inc();
     }
 
     /// The text exposition format.
