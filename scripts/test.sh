@@ -13,7 +13,11 @@ cargo clippy --locked --all-targets -- -D warnings
 echo "== tests (unit, integration, nginx end-to-end, real OpenID provider)"
 cargo test --locked --all-targets
 
-if [ -x scripts/check-chart.sh ]; then
-  echo "== Helm chart and Dockerfile"
-  scripts/check-chart.sh
-fi
+echo "== Helm chart and Dockerfile (helm lint, kubernetes-validate, checkov)"
+scripts/check-chart.sh
+
+echo "== supply chain (cargo deny: licenses, bans, sources)"
+scripts/check-supply-chain.sh
+
+echo "== fuzz smoke (each target for \${FUZZ_SECONDS:-60} s)"
+scripts/fuzz-smoke.sh

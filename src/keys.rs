@@ -248,7 +248,8 @@ pub fn parse_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
             let e = b64_field(jwk, "e")?;
             let n = strip_leading_zeros(&n);
             let e = strip_leading_zeros(&e);
-            let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+            // An empty (or all-zero) modulus is 0 bits, not an underflow (reproduced with fuzz target `jwks`).
+            let bits = n.len() * 8 - n.first().map_or(0, |b| b.leading_zeros() as usize);
             if bits < 2048 {
                 return Err(format!("RSA key of {bits} bits is under 2048"));
             }

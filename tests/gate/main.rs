@@ -1,5 +1,6 @@
 //! The integration-test binary: the whole service over HTTP against an in-process issuer.
 
+mod attacks;
 mod cli;
 mod helpers;
 mod http_api;
