@@ -134,6 +134,8 @@ pub struct Candidate<'a> {
     /// Index of the issuer in the configuration, chosen by `iss`.
     pub issuer: usize,
     pub exp: i64,
+    /// The values of the issuer's audience claim, read once by [`precheck`].
+    pub audiences: Vec<String>,
 }
 
 /// A verified identity: what the token cache keeps and what headers are rendered from.
@@ -142,11 +144,11 @@ pub struct Identity {
     pub issuer: usize,
     pub exp: i64,
     /// The values of the issuer's audience claim (`aud` by default).
-    pub audiences: Vec<String>,
+    pub audiences: Box<[Box<str>]>,
     /// Granted scopes from the issuer's scope claims.
-    pub scopes: Vec<String>,
+    pub scopes: Box<[Box<str>]>,
     /// Identity headers, rendered once at verification.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub headers: Box<[(HeaderName, HeaderValue)]>,
 }
 
 /// Reads a NumericDate claim: a JSON number within the safe integer range (RFC 7519 §2).
@@ -176,13 +178,13 @@ fn string_or_array(v: Option<&Value>) -> Result<Vec<String>, AuthError> {
 
 /// Granted scopes: the union of the issuer's scope claims, each a space-delimited string or an
 /// array of strings (RFC 8693 §4.2 `scope`; `scp` as Okta and Entra ID issue it).
-fn scopes(claims: &Map<String, Value>, names: &[String]) -> Vec<String> {
+fn scopes(claims: &Map<String, Value>, names: &[String]) -> Vec<Box<str>> {
     let mut out = Vec::new();
     for name in names {
         match claims.get(name) {
-            Some(Value::String(s)) => out.extend(s.split_whitespace().map(str::to_string)),
+            Some(Value::String(s)) => out.extend(s.split_whitespace().map(Box::from)),
             Some(Value::Array(items)) => {
-                out.extend(items.iter().filter_map(Value::as_str).flat_map(str::split_whitespace).map(str::to_string))
+                out.extend(items.iter().filter_map(Value::as_str).flat_map(str::split_whitespace).map(Box::from))
             }
             _ => {}
         }
@@ -261,7 +263,7 @@ fn check_claims<'a>(
     let audiences = string_or_array(claims.get(&issuer.audience_claim))?;
     policy.check_audience(&audiences, issuer)?;
 
-    Ok(Candidate { jws, claims, issuer: index, exp })
+    Ok(Candidate { jws, claims, issuer: index, exp, audiences })
 }
 
 /// Verifies the signature with the issuer's keys and builds the identity.
@@ -273,10 +275,10 @@ pub fn finish(
 ) -> Result<(Identity, Arc<VerifyingKey>), AuthError> {
     let key = candidate.jws.verify(keys)?;
     let issuer = &issuers[candidate.issuer];
-    let audiences = string_or_array(candidate.claims.get(&issuer.audience_claim))?;
-    let scopes = scopes(&candidate.claims, &issuer.scope_claims);
+    let audiences = candidate.audiences.into_iter().map(Box::from).collect();
+    let scopes = scopes(&candidate.claims, &issuer.scope_claims).into_boxed_slice();
     let claims = Value::Object(candidate.claims);
-    let headers = crate::headers::render(&claims, mapping);
+    let headers = crate::headers::render(&claims, mapping).into_boxed_slice();
     Ok((Identity { issuer: candidate.issuer, exp: candidate.exp, audiences, scopes, headers }, key))
 }
 
