@@ -170,6 +170,14 @@ async fn demo(listen: SocketAddr, issuer_listen: SocketAddr) -> ExitCode {
     };
     let addr = listener.local_addr().unwrap_or(listen);
     let gate = Gate::new(demo_config(&issuer.issuer(), addr)).expect("demo gate");
+    let server = tokio::spawn(crate::shutdown::serve(listener, gate.clone(), crate::shutdown::signal()));
+    // Print the lines to try only once they work: the gate has fetched the issuer's keys.
+    for _ in 0..500 {
+        if gate.ready() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 
     let mut claims = issuer.claims("demo-user", "demo-api", 3600);
     claims["email"] = "demo@example.com".into();
@@ -195,8 +203,12 @@ async fn demo(listen: SocketAddr, issuer_listen: SocketAddr) -> ExitCode {
     println!("  # readiness and metrics");
     println!("  curl -s http://{addr}/readyz; curl -s http://{addr}/metrics | grep jwtgate_decisions_total\n");
 
-    match crate::shutdown::serve(listener, gate, crate::shutdown::signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
+    match server.await {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("demo: {e}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("demo: {e}");
             ExitCode::FAILURE

@@ -369,7 +369,7 @@ fn read_config(root: &Value, errs: &mut Vec<String>) -> Option<Config> {
     t.finish(errs);
 
     let mut c = Section::new("cache", top.get("cache"), errs);
-    let max_entries = c.integer("max_entries", 50_000, 0, 100_000_000, errs);
+    let max_entries = c.integer("max_entries", 30_000, 0, 100_000_000, errs);
     let max_ttl = c.integer("max_ttl_seconds", 300, 0, 86400, errs);
     c.finish(errs);
 

@@ -55,7 +55,8 @@ pub fn extract_token<'h>(headers: &'h HeaderMap, config: &crate::config::TokenCo
                 // Another scheme (Basic, DPoP, ...) carries no bearer token for us.
                 return Err(AuthError::MissingToken);
             }
-            if token.is_empty() || token.contains(' ') {
+            // Anything after a second space is refused as malformed by the JWS parser.
+            if token.is_empty() {
                 return Err(AuthError::Malformed("not a Bearer credential"));
             }
             return check_size(token, config.max_bytes);
