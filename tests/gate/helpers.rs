@@ -112,6 +112,24 @@ impl Server {
         .await;
     }
 
+    /// `/readyz`: the status and the JSON body.
+    pub async fn readyz(&self) -> (u16, Value) {
+        let r = self.client.get(format!("{}/readyz", self.url)).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    /// Waits until `/readyz` reports a fetch error for `issuer`, checks it answers 503, and
+    /// returns the error.
+    pub async fn wait_issuer_error(&self, issuer: &str) -> String {
+        wait_until("readyz reports the issuer's fetch error", async || {
+            self.readyz().await.1["issuers"][issuer]["last_error"].is_string()
+        })
+        .await;
+        let (status, body) = self.readyz().await;
+        assert_eq!(status, 503, "{body}");
+        body["issuers"][issuer]["last_error"].as_str().unwrap().to_string()
+    }
+
     /// `GET /verify?query` with an optional bearer token.
     pub async fn verify(&self, token: Option<&str>, query: &str) -> reqwest::Response {
         let url =

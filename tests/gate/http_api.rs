@@ -165,12 +165,9 @@ async fn readyz_is_503_naming_the_issuer_until_keys_load() {
     issuer.set_mode(jwtgate::dev_issuer::Mode::Error);
     let yaml = config_yaml(&issuer, "", "jwks:\n  min_refresh_interval_seconds: 1\n");
     let app = spawn_app_with(issuer, &yaml).await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let r = app.client.get(format!("{}/readyz", app.url)).send().await.unwrap();
-    assert_eq!(r.status(), 503);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["issuers"]["main"]["state"], "loading");
-    assert!(body["issuers"]["main"]["last_error"].as_str().unwrap().contains("HTTP 500"));
+    let error = app.wait_issuer_error("main").await;
+    assert!(error.contains("HTTP 500"), "{error}");
+    assert_eq!(app.readyz().await.1["issuers"]["main"]["state"], "loading");
     // Tokens for an issuer without keys: 503, not 401.
     let r = app.verify(Some(&app.token("rs256-1")), "").await;
     assert_eq!(r.status(), 503);

@@ -366,11 +366,8 @@ async fn an_oversized_jwks_is_refused() {
     }
     let yaml = config_yaml(&issuer, "", "jwks:\n  max_response_bytes: 4096\n");
     let app = spawn_app_with(issuer, &yaml).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let r = app.client.get(format!("{}/readyz", app.url)).send().await.unwrap();
-    assert_eq!(r.status(), 503);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert!(body["issuers"]["main"]["last_error"].as_str().unwrap().contains("larger than 4096"), "{body}");
+    let error = app.wait_issuer_error("main").await;
+    assert!(error.contains("larger than 4096"), "{error}");
 }
 
 #[tokio::test]
@@ -392,11 +389,8 @@ async fn discovery_finds_the_jwks_and_an_issuer_mismatch_is_an_error() {
     let yaml = config_yaml(&issuer, "", "")
         .replace(&format!("issuer: \"{}\"", issuer.issuer()), &format!("issuer: \"{}/\"", issuer.issuer()));
     let app = spawn_app_with(issuer, &yaml).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let r = app.client.get(format!("{}/readyz", app.url)).send().await.unwrap();
-    assert_eq!(r.status(), 503);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert!(body["issuers"]["main"]["last_error"].as_str().unwrap().contains("is not the configured"), "{body}");
+    let error = app.wait_issuer_error("main").await;
+    assert!(error.contains("is not the configured"), "{error}");
 }
 
 #[tokio::test]
