@@ -410,10 +410,7 @@ const INJECTION_KIDS: &[&str] = &[
 /// response header and never become a metric label.
 #[tokio::test]
 async fn kid_flood_with_injection_strings_costs_at_most_one_fetch() {
-    let issuer = DevIssuer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let yaml = config_yaml(&issuer, "", "jwks:\n  min_refresh_interval_seconds: 60\n");
-    let app = spawn_app_with(issuer, &yaml).await;
-    app.wait_ready().await;
+    let app = spawn_app_extra("jwks:\n  min_refresh_interval_seconds: 60\n").await;
     let (jwks_before, discovery_before) = (app.issuer.jwks_hits(), app.issuer.discovery_hits());
     let claims = app.issuer.claims("mallory", AUD, 300);
     for round in 0..3 {

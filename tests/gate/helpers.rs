@@ -68,8 +68,14 @@ pub fn issuer_keys(yaml: &str) -> String {
 
 /// A gate with the default test config, waiting until its keys are loaded.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_extra("jwks:\n  min_refresh_interval_seconds: 1\n").await
+}
+
+/// A gate trusting a fresh development issuer, with `extra` YAML appended at the top level of
+/// the test config, waiting until its keys are loaded.
+pub async fn spawn_app_extra(extra: &str) -> TestApp {
     let issuer = DevIssuer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let yaml = config_yaml(&issuer, "", "jwks:\n  min_refresh_interval_seconds: 1\n");
+    let yaml = config_yaml(&issuer, "", extra);
     let app = spawn_app_with(issuer, &yaml).await;
     app.wait_ready().await;
     app

@@ -187,10 +187,7 @@ async fn graceful_stop_returns_cleanly() {
 
 #[tokio::test]
 async fn cookie_token_source_when_configured() {
-    let issuer = jwtgate::dev_issuer::DevIssuer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let yaml = config_yaml(&issuer, "", "token:\n  cookie: access_token\n");
-    let app = spawn_app_with(issuer, &yaml).await;
-    app.wait_ready().await;
+    let app = spawn_app_extra("token:\n  cookie: access_token\n").await;
     let t = app.token("rs256-1");
     let r = app
         .client

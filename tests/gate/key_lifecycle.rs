@@ -215,11 +215,9 @@ async fn concurrent_unknown_kid_misses_share_one_fetch_and_the_cooldown_holds() 
 
 /// A gate with 1 s cooldown, and the issuer it trusts; waits until ready and the cooldown passed.
 async fn app_with(extra_jwks: &str) -> TestApp {
-    let issuer = jwtgate::dev_issuer::DevIssuer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let extra = format!("jwks:\n  min_refresh_interval_seconds: 1\n  fetch_timeout_seconds: 3\n{extra_jwks}");
-    let yaml = config_yaml(&issuer, "", &extra);
-    let app = spawn_app_with(issuer, &yaml).await;
-    app.wait_ready().await;
+    let app =
+        spawn_app_extra(&format!("jwks:\n  min_refresh_interval_seconds: 1\n  fetch_timeout_seconds: 3\n{extra_jwks}"))
+            .await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     app
 }
@@ -372,10 +370,7 @@ async fn an_oversized_jwks_is_refused() {
 
 #[tokio::test]
 async fn key_count_is_capped() {
-    let issuer = jwtgate::dev_issuer::DevIssuer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let yaml = config_yaml(&issuer, "", "jwks:\n  max_keys: 2\n");
-    let app = spawn_app_with(issuer, &yaml).await;
-    app.wait_ready().await;
+    let app = spawn_app_extra("jwks:\n  max_keys: 2\n").await;
     assert_eq!(app.metric("jwtgate_jwks_keys{issuer=\"main\"}").await, 2.0);
 }
 
