@@ -15,16 +15,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::gate::Gate;
-use crate::http::{AppState, router};
+use crate::http::{App, AppState};
 
 /// A client has this long to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -54,7 +52,7 @@ pub async fn signal() {
 /// Accepts connections and serves `app` on each until `until` resolves.
 async fn accept_until(
     listener: &TcpListener,
-    app: &Router,
+    app: &App,
     builder: &http1::Builder,
     graceful: &GracefulShutdown,
     until: impl Future<Output = ()>,
@@ -74,7 +72,8 @@ async fn accept_until(
             _ = &mut until => return,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |request| app.call(request));
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             // Client resets and timeouts end a connection; nothing to report.
@@ -89,7 +88,7 @@ pub async fn serve(listener: TcpListener, gate: Gate, stop: impl Future<Output =
     let refreshers = gate.spawn_refreshers(&cancel);
     let draining = Arc::new(AtomicBool::new(false));
     let shutdown = gate.config.shutdown.clone();
-    let app = router(AppState { gate, draining: draining.clone() });
+    let app = App::new(AppState { gate, draining: draining.clone() });
 
     let mut builder = http1::Builder::new();
     builder.title_case_headers(true).keep_alive(true).timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
