@@ -56,11 +56,39 @@ calc() { awk "BEGIN { printf \"%.6f\\n\", $* }"; }
 metric() {
   curl -s "http://127.0.0.1:$GATE/metrics" | awk -v s="$1" '$1 == s { print $2 }'
 }
+# CPU time (clock ticks, user + system) of a process: /proc/PID/stat fields 14 and 15. The comm
+# field (2) may hold spaces, so count from the last ')'.
+ticks() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0 && return; }
+  stat=${stat##*) }
+  # shellcheck disable=SC2086 # split into fields on purpose
+  set -- $stat
+  echo $((${12} + ${13}))
+}
+# The same for the children this shell has waited for (fields 16 and 17): wrk, once reaped.
+reaped_ticks() {
+  local stat
+  stat=$(cat "/proc/$$/stat") # $$: the main shell, even inside $(...)
+  stat=${stat##*) }
+  # shellcheck disable=SC2086
+  set -- $stat
+  echo $((${14} + ${15}))
+}
+nginx_ticks() { # the workers' (the master only waits)
+  local sum=0 pid children=/proc/$NGINX_PID/task/$NGINX_PID/children
+  for pid in $(if [ -r "$children" ]; then cat "$children"; else pgrep -P "$NGINX_PID"; fi); do
+    sum=$((sum + $(ticks "$pid")))
+  done
+  echo "$sum"
+}
+HZ=$(getconf CLK_TCK)
+
 rss_kib() {
   awk -v f="$1" '$1 == f":" { print $2 }' "/proc/$GATE_PID/status"
 }
 
-declare -A RPS P50 P99 BAD HITS MISSES
+declare -A RPS P50 P99 BAD HITS MISSES CPU_WRK CPU_NGINX CPU_GATE
 # run_wrk CASE ROUND URL [wrk options...] [-- script args...]
 run_wrk() {
   local case=$1 round=$2 url=$3
@@ -71,14 +99,17 @@ run_wrk() {
     shift
   done
   [ $# -gt 0 ] && shift && args=(-- "$@")
-  local hits0 misses0
+  local hits0 misses0 wrk0 nginx0 gate0
   hits0=$(metric 'jwtgate_token_cache_lookups_total{result="hit"}')
   misses0=$(metric 'jwtgate_token_cache_lookups_total{result="miss"}')
+  wrk0=$(reaped_ticks) nginx0=$(nginx_ticks) gate0=$(ticks "$GATE_PID")
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s benches/load/wrk.lua "${opts[@]}" "$url" "${args[@]}" \
     >"$WORK/wrk-$case-$round.txt" 2>&1 &
   WRK_PID=$!
   wait "$WRK_PID" || die "wrk failed: $(cat "$WORK/wrk-$case-$round.txt")"
   WRK_PID=
+  local gate1 nginx1 wrk1
+  gate1=$(ticks "$GATE_PID") nginx1=$(nginx_ticks) wrk1=$(reaped_ticks)
   local line
   line=$(grep '^RESULT ' "$WORK/wrk-$case-$round.txt") || die "no RESULT from wrk: $(cat "$WORK/wrk-$case-$round.txt")"
   local kv r_requests r_rps r_p50_us r_p99_us r_non2xx r_socket_errors r_wrapped
@@ -91,10 +122,15 @@ run_wrk() {
   P50[$case,$round]=$p50
   P99[$case,$round]=$p99
   BAD[$case,$round]=$((non2xx + sockerr + wrapped))
+  # CPU microseconds per request, by process.
+  CPU_WRK[$case,$round]=$(calc "($wrk1 - $wrk0) * 1000000 / $HZ / $requests")
+  CPU_NGINX[$case,$round]=$(calc "($nginx1 - $nginx0) * 1000000 / $HZ / $requests")
+  CPU_GATE[$case,$round]=$(calc "($gate1 - $gate0) * 1000000 / $HZ / $requests")
   HITS[$case,$round]=$(($(metric 'jwtgate_token_cache_lookups_total{result="hit"}') - hits0))
   MISSES[$case,$round]=$(($(metric 'jwtgate_token_cache_lookups_total{result="miss"}') - misses0))
-  printf '  %-9s round %s: %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  (%s requests; jwtgate cache hits %s, misses %s)\n' \
-    "$case" "$round" "$rps" "$(calc "$p50 / 1000")" "$(calc "$p99 / 1000")" "$requests" \
+  printf '  %-9s round %s: %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  CPU µs/request: wrk %5.1f nginx %5.1f jwtgate %5.1f  (%s requests; jwtgate cache hits %s, misses %s)\n' \
+    "$case" "$round" "$rps" "$(calc "$p50 / 1000")" "$(calc "$p99 / 1000")" \
+    "${CPU_WRK[$case,$round]}" "${CPU_NGINX[$case,$round]}" "${CPU_GATE[$case,$round]}" "$requests" \
     "${HITS[$case,$round]}" "${MISSES[$case,$round]}"
   if [ "$non2xx" != 0 ] || [ "$sockerr" != 0 ]; then
     echo "  WARNING: $non2xx non-2xx responses and $sockerr socket errors in $case round $round" >&2
@@ -177,8 +213,8 @@ label() {
   echo "- **Machine**: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), kernel $(uname -r); load average $LOAD_BEFORE before, $LOAD_AFTER after"
   echo "- **Software**: $(nginx -v 2>&1 | sed 's/.*: //') (worker_processes $NGINX_WORKERS), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $(rustc --version | cut -d' ' -f1-2); nginx, jwtgate and wrk share the machine"
   echo
-  echo "| case | req/s per round | mean req/s | p50 ms | p99 ms | jwtgate cache hits / misses |"
-  echo "|---|---|---|---|---|---|"
+  echo "| case | req/s per round | mean req/s | p50 ms | p99 ms | CPU µs per request: wrk / nginx / jwtgate | jwtgate cache hits / misses |"
+  echo "|---|---|---|---|---|---|---|"
   for c in "${CASES[@]}"; do
     hm="—"
     if [ "$c" != a ] && [ "$c" != d_nginx ]; then
@@ -186,7 +222,8 @@ label() {
       for r in $(seq 1 "$ROUNDS"); do h=$((h + HITS[$c,$r])) m=$((m + MISSES[$c,$r])); done
       hm="$h / $m"
     fi
-    echo "| $(label "$c") | $(runs "$c") | $(fmt "${M[$c]}") | $(ms "$(mean P50 "$c")") | $(ms "$(mean P99 "$c")") | $hm |"
+    cpu="$(fmt "$(mean CPU_WRK "$c")" 1) / $(fmt "$(mean CPU_NGINX "$c")" 1) / $(fmt "$(mean CPU_GATE "$c")" 1)"
+    echo "| $(label "$c") | $(runs "$c") | $(fmt "${M[$c]}") | $(ms "$(mean P50 "$c")") | $(ms "$(mean P99 "$c")") | $cpu | $hm |"
   done
   echo
   echo "| ratio (means of one run) | measured | target | |"
@@ -195,6 +232,8 @@ label() {
   echo "| c / a (distinct tokens, vs ceiling) | $(fmt "$RATIO_C" 3) | ≥ 0.60 | $(verdict "$RATIO_C" '>=' 0.60) |"
   echo "| d / d′ (jwtgate vs nginx \`return 200\`) | $(fmt "$RATIO_D" 3) | ≥ 0.80 | $(verdict "$RATIO_D" '>=' 0.80) |"
   echo "| jwtgate RSS after c ($((ROUNDS * TOKENS)) distinct tokens, \`cache.max_entries\`: ${CACHE_MAX_ENTRIES:-default}) | $(fmt "$RSS_MIB" 1) MiB | ≤ 64 MiB | $(verdict "$RSS_MIB" '<=' 64) |"
+  echo
+  echo "CPU per request: each process's user + system time during the case (\\`/proc/PID/stat\\`; nginx is all its workers, front and upstream servers) over the requests wrk completed. The 2 cores have 2,000,000 µs per second to share, so the three sum to about 2,000,000 / req/s when the machine is saturated."
   echo
   echo "RSS (VmRSS): $(fmt "$(calc "$RSS_IDLE / 1024")" 1) MiB idle after start, $(fmt "$RSS_MIB" 1) MiB after c; peak (VmHWM) $(fmt "$(calc "$RSS_HWM / 1024")" 1) MiB; $CACHE_ENTRIES entries in the token cache at the end."
   echo "<!-- load.sh:end -->"

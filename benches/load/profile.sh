@@ -14,7 +14,8 @@
 #   distinct  : through nginx auth_request, a new EdDSA token every request (case c)
 #   direct    : wrk straight at /verify, one token (case d)
 #
-# Env: DURATION (10s; callgrind 20s), THREADS (2), CONNECTIONS (32; callgrind 4), GATE_BIN (a
+# Env: PERF_RECORD_OPTS (extra `perf record` options, e.g. "--call-graph dwarf" to see callers with
+# `perf report -i OUTDIR/perf-<case>.data -G`), DURATION (10s; callgrind 20s), THREADS (2), CONNECTIONS (32; callgrind 4), GATE_BIN (a
 # jwtgate to profile instead of target/release/jwtgate, e.g. one built with line tables:
 # CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_TARGET_DIR=/tmp/prof cargo build --release).
 set -euo pipefail
@@ -73,7 +74,8 @@ secs=${DURATION%s}
 if [ "$MODE" = perf ]; then
   # Warm up (the distinct case's warm-up uses up tokens it then cannot reuse: skipped).
   [ "$CASE" != distinct ] && wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "${AUTH[@]}" "${LOAD[-1]}" >/dev/null
-  perf record -F 999 -e cpu-clock -p "$GATE_PID" -o "$OUTDIR/perf-$CASE.data" -- sleep "$secs" 2>"$WORK/perf.log" &
+  # shellcheck disable=SC2086 # PERF_RECORD_OPTS is a list of options
+  perf record -F 999 -e cpu-clock ${PERF_RECORD_OPTS:-} -p "$GATE_PID" -o "$OUTDIR/perf-$CASE.data" -- sleep "$secs" 2>"$WORK/perf.log" &
   PERF_PID=$!
   wrk_run "$DURATION"
   wait "$PERF_PID"

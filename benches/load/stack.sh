@@ -14,8 +14,17 @@ die() {
   exit 1
 }
 
-for tool in nginx wrk curl cargo; do
-  command -v "$tool" >/dev/null || die "$tool is missing: run scripts/install-test-deps.sh"
+command -v cargo >/dev/null || die "cargo is missing (https://rustup.rs)"
+# On a fresh machine the one command installs what it runs (nginx, wrk, curl) itself.
+for tool in nginx wrk curl; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "$NAME: $tool is missing: running scripts/install-test-deps.sh"
+    scripts/install-test-deps.sh
+    break
+  fi
+done
+for tool in nginx wrk curl; do
+  command -v "$tool" >/dev/null || die "$tool is still missing after scripts/install-test-deps.sh"
 done
 
 echo "$NAME: building the release binary and the token generator (fat LTO: minutes when cold)"
