@@ -13,7 +13,8 @@
 #
 # Knobs (environment): DURATION=10s THREADS=2 CONNECTIONS=32 ROUNDS=2 TOKENS=150000 (distinct
 # tokens per round of c) NGINX_WORKERS=auto CACHE_MAX_ENTRIES (unset: jwtgate's default)
-# OUT=BENCHMARKS.md (NO_WRITE=1: print only) KEEP=1 (keep the work directory).
+# OUT=BENCHMARKS.md (NO_WRITE=1: print only) KEEP=1 (keep the work directory) CHECK=1 (exit 1 unless
+# every response was a 200, case b was all cache hits and case c all misses: scripts/bench-smoke.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -254,4 +255,24 @@ if [ "${NO_WRITE:-0}" != 1 ]; then
     cp "$WORK/out.md" "$OUT"
   fi
   echo "load.sh: wrote $OUT"
+fi
+
+if [ "${CHECK:-0}" = 1 ]; then
+  problems=()
+  for c in "${CASES[@]}"; do
+    for r in $(seq 1 "$ROUNDS"); do
+      [ "${BAD[$c,$r]}" = 0 ] || problems+=("$c round $r: ${BAD[$c,$r]} non-200 responses, socket errors or reused tokens")
+    done
+  done
+  for r in $(seq 1 "$ROUNDS"); do
+    [ "${MISSES[b,$r]}" = 0 ] && [ "${HITS[b,$r]}" -gt 0 ] ||
+      problems+=("b round $r: ${HITS[b,$r]} cache hits, ${MISSES[b,$r]} misses (want hits only)")
+    [ "${HITS[c,$r]}" = 0 ] && [ "${MISSES[c,$r]}" -gt 0 ] ||
+      problems+=("c round $r: ${HITS[c,$r]} cache hits, ${MISSES[c,$r]} misses (want misses only)")
+  done
+  if [ ${#problems[@]} -gt 0 ]; then
+    printf 'load.sh: CHECK failed: %s\n' "${problems[@]}" >&2
+    exit 1
+  fi
+  echo "load.sh: CHECK ok: every response a 200, case b all cache hits, case c all misses"
 fi

@@ -19,5 +19,8 @@ scripts/check-chart.sh
 echo "== supply chain (cargo deny: licenses, bans, sources)"
 scripts/check-supply-chain.sh
 
+echo "== load benchmark smoke (benches/load.sh end to end, 2 s per case; no timing asserted)"
+scripts/bench-smoke.sh
+
 echo "== fuzz smoke (each target for \${FUZZ_SECONDS:-60} s)"
 scripts/fuzz-smoke.sh

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The load benchmark end to end, briefly: proves the README's benchmark command works on a fresh
+# machine and that each case measures what it says (cached case all hits, distinct case all
+# misses, every response a 200). It asserts no timing: benches report, tests assert.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# A release build without fat LTO (minutes faster): this checks the script, not the numbers.
+export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
+DURATION=${DURATION:-2s} ROUNDS=1 TOKENS=${TOKENS:-60000} NO_WRITE=1 CHECK=1 benches/load.sh
