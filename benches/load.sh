@@ -234,7 +234,7 @@ label() {
   echo "| d / d′ (jwtgate vs nginx \`return 200\`) | $(fmt "$RATIO_D" 3) | ≥ 0.80 | $(verdict "$RATIO_D" '>=' 0.80) |"
   echo "| jwtgate RSS after c ($((ROUNDS * TOKENS)) distinct tokens, \`cache.max_entries\`: ${CACHE_MAX_ENTRIES:-default}) | $(fmt "$RSS_MIB" 1) MiB | ≤ 64 MiB | $(verdict "$RSS_MIB" '<=' 64) |"
   echo
-  echo "CPU per request: each process's user + system time during the case (\\`/proc/PID/stat\\`; nginx is all its workers, front and upstream servers) over the requests wrk completed. The 2 cores have 2,000,000 µs per second to share, so the three sum to about 2,000,000 / req/s when the machine is saturated."
+  echo "CPU per request: each process's user + system time during the case (\`/proc/PID/stat\`; nginx is all its workers, front and upstream servers) over the requests wrk completed. The 2 cores have 2,000,000 µs per second to share, so the three sum to about 2,000,000 / req/s when the machine is saturated."
   echo
   echo "RSS (VmRSS): $(fmt "$(calc "$RSS_IDLE / 1024")" 1) MiB idle after start, $(fmt "$RSS_MIB" 1) MiB after c; peak (VmHWM) $(fmt "$(calc "$RSS_HWM / 1024")" 1) MiB; $CACHE_ENTRIES entries in the token cache at the end."
   echo "<!-- load.sh:end -->"
