@@ -13,6 +13,7 @@
 #
 # Knobs (environment): DURATION=10s THREADS=2 CONNECTIONS=32 ROUNDS=2 TOKENS=150000 (distinct
 # tokens per round of c) NGINX_WORKERS=auto CACHE_MAX_ENTRIES (unset: jwtgate's default)
+# BUILD_PROFILE=release (cargo profile of the binaries; dev only to check the script)
 # OUT=BENCHMARKS.md (NO_WRITE=1: print only) KEEP=1 (keep the work directory) CHECK=1 (exit 1 unless
 # every response was a 200, case b was all cache hits and case c all misses: scripts/bench-smoke.sh).
 set -euo pipefail
@@ -29,10 +30,10 @@ OUT=${OUT:-BENCHMARKS.md}
 
 # The exact command, with every knob that was changed from its default.
 COMMAND="benches/load.sh"
-for knob in DURATION THREADS CONNECTIONS ROUNDS TOKENS NGINX_WORKERS CACHE_MAX_ENTRIES; do
+for knob in DURATION THREADS CONNECTIONS ROUNDS TOKENS NGINX_WORKERS CACHE_MAX_ENTRIES BUILD_PROFILE; do
   [ -n "${!knob+x}" ] || continue
   case "$knob=${!knob}" in
-    DURATION=10s | THREADS=2 | CONNECTIONS=32 | ROUNDS=2 | TOKENS=150000 | NGINX_WORKERS=auto | CACHE_MAX_ENTRIES=) ;;
+    DURATION=10s | THREADS=2 | CONNECTIONS=32 | ROUNDS=2 | TOKENS=150000 | NGINX_WORKERS=auto | CACHE_MAX_ENTRIES= | BUILD_PROFILE=release) ;;
     *) COMMAND="$knob=${!knob} $COMMAND" ;;
   esac
 done

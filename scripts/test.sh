@@ -19,7 +19,7 @@ scripts/check-chart.sh
 echo "== supply chain (cargo deny: licenses, bans, sources)"
 scripts/check-supply-chain.sh
 
-echo "== load benchmark smoke (benches/load.sh end to end, 2 s per case; no timing asserted)"
+echo "== load benchmark smoke (benches/load.sh end to end on the debug build, 2 s per case; no timing asserted)"
 scripts/bench-smoke.sh
 
 echo "== fuzz smoke (each target for \${FUZZ_SECONDS:-60} s)"

@@ -3,7 +3,8 @@
 # generator, generates the tokens, and starts nginx and jwtgate on free loopback ports in a fresh
 # work directory, all stopped by an EXIT trap.
 #
-# In:  NAME (message prefix), TOKENS and TOKEN_FILES (distinct tokens per file, files),
+# In:  NAME (message prefix), TOKENS and TOKEN_FILES (distinct tokens per file, files), BUILD_PROFILE
+#      (cargo profile, default release),
 #      NGINX_WORKERS, optionally CACHE_MAX_ENTRIES (else jwtgate's default), GATE_BIN (the jwtgate to run),
 #      GATE_WRAPPER (a command to run it under, e.g. valgrind) and READY_TIMEOUT (seconds).
 # Out: WORK, FRONT, AUX, GATE (ports), ISSUER, TOKEN (the repeated token), NGINX_PID, GATE_PID,
@@ -27,13 +28,21 @@ for tool in nginx wrk curl; do
   command -v "$tool" >/dev/null || die "$tool is still missing after scripts/install-test-deps.sh"
 done
 
-echo "$NAME: building the release binary and the token generator (fat LTO: minutes when cold)"
-cargo build --release --quiet --bin jwtgate
+# BUILD_PROFILE=dev measures nothing worth reading but builds in seconds after `cargo test`
+# (scripts/bench-smoke.sh uses it to check the script end to end).
+BUILD_PROFILE=${BUILD_PROFILE:-release}
+case "$BUILD_PROFILE" in
+  dev) PROFILE_DIR=debug ;;
+  *) PROFILE_DIR=$BUILD_PROFILE ;;
+esac
+OUT_DIR=${CARGO_TARGET_DIR:-$PWD/target}/$PROFILE_DIR
+echo "$NAME: building jwtgate and the token generator, profile $BUILD_PROFILE (release is fat LTO: minutes when cold)"
+cargo build --profile "$BUILD_PROFILE" --quiet --bin jwtgate
 # A separate invocation: examples enable dev-dependency features, which must not leak into the
 # measured binary.
-cargo build --release --quiet --example gen_tokens
-GATE_BIN=${GATE_BIN:-$PWD/target/release/jwtgate}
-GEN_BIN=$PWD/target/release/examples/gen_tokens
+cargo build --profile "$BUILD_PROFILE" --quiet --example gen_tokens
+GATE_BIN=${GATE_BIN:-$OUT_DIR/jwtgate}
+GEN_BIN=$OUT_DIR/examples/gen_tokens
 
 WORK=$(mktemp -d "/tmp/jwtgate-$NAME.XXXXXX")
 chmod 755 "$WORK" # nginx workers may run as nobody
