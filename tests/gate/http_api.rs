@@ -215,3 +215,21 @@ async fn any_method_is_accepted_on_verify() {
         assert_eq!(r.status(), 200, "{m}");
     }
 }
+
+#[tokio::test]
+async fn only_the_exact_verify_path_decides_and_other_paths_are_404() {
+    // `/verify` is served outside the router (the hot path); everything else goes through it.
+    let app = spawn_app().await;
+    let t = app.token("rs256-1");
+    let r = app.client.get(format!("{}/verify?aud={AUD}", app.url)).bearer_auth(&t).send().await.unwrap();
+    assert_eq!(r.status(), 200, "/verify with a query string");
+    for path in ["/verify/", "/verifyx", "/VERIFY", "/", "/verify/extra"] {
+        let r = app.client.get(format!("{}{path}", app.url)).bearer_auth(&t).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        assert!(r.headers().get("x-auth-subject").is_none(), "{path} must not carry an identity");
+    }
+    for path in ["/healthz", "/metrics"] {
+        let r = app.client.get(format!("{}{path}", app.url)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+}
