@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::error::{AuthError, Refused};
 use crate::jwks::{IssuerKeys, IssuerState};
 use crate::metrics::Metrics;
-use crate::policy::Policy;
+use crate::policy::{Policy, PolicyMemo};
 use crate::token_cache::{Entry, TokenCache};
 use crate::validate::{self, Identity};
 
@@ -26,6 +26,7 @@ pub struct Gate {
     pub issuers: Arc<[Arc<IssuerKeys>]>,
     pub cache: TokenCache,
     pub metrics: Metrics,
+    policies: Arc<PolicyMemo>,
 }
 
 /// An allowed request: the identity and how long nginx may cache the answer.
@@ -102,7 +103,7 @@ impl Gate {
             return Err(errors.join("\n"));
         }
         let cache = TokenCache::new(config.cache.max_entries, config.cache.max_ttl);
-        Ok(Gate { config: Arc::new(config), issuers: issuers.into(), cache, metrics })
+        Ok(Gate { config: Arc::new(config), issuers: issuers.into(), cache, metrics, policies: Arc::default() })
     }
 
     /// Starts one background refresher per issuer, stopped by `cancel`.
@@ -128,7 +129,7 @@ impl Gate {
 
     /// Decides one `/verify` request.
     pub async fn decide(&self, query: Option<&str>, headers: &HeaderMap, now: i64) -> Result<Allowed, Refused> {
-        let policy = Policy::parse(query, &self.config.issuers)?;
+        let policy = self.policies.get(query, &self.config.issuers)?;
         let token = extract_token(headers, &self.config.token)?;
         let digest = crate::token_cache::digest(token);
 

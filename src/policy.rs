@@ -3,6 +3,11 @@
 //! One deployment serves every Ingress, each with its own policy. Anything not understood is a
 //! misconfiguration and answered 400 (nginx turns it into 500): never silently ignored.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
 use crate::config::IssuerConfig;
 use crate::error::AuthError;
 
@@ -102,6 +107,57 @@ impl Policy {
     }
 }
 
+/// Distinct queries [`PolicyMemo`] keeps; past this, new ones are parsed on every request.
+pub const POLICY_MEMO_MAX: usize = 1024;
+
+/// Parsed policies by raw query string. Every request from one Ingress sends the same `auth-url`
+/// query, so each distinct query is parsed once (parsing was a fifth of a cached decision). Reads
+/// are lock-free; an insert copies the map, which happens at most [`POLICY_MEMO_MAX`] times. A
+/// client that reaches jwtgate directly with ever new queries fills it and then only makes its
+/// own queries parse each time. Refused queries (400) are never kept.
+pub struct PolicyMemo {
+    map: ArcSwap<HashMap<Box<str>, Arc<Policy>>>,
+    none: Arc<Policy>,
+}
+
+impl Default for PolicyMemo {
+    fn default() -> PolicyMemo {
+        PolicyMemo { map: ArcSwap::from_pointee(HashMap::new()), none: Arc::new(Policy::default()) }
+    }
+}
+
+impl PolicyMemo {
+    /// The policy of a query string, parsed once per distinct query (see [`Policy::parse`]).
+    pub fn get(&self, query: Option<&str>, issuers: &[IssuerConfig]) -> Result<Arc<Policy>, AuthError> {
+        let Some(query) = query.filter(|q| !q.is_empty()) else {
+            return Ok(self.none.clone());
+        };
+        if let Some(policy) = self.map.load().get(query) {
+            return Ok(policy.clone());
+        }
+        let policy = Arc::new(Policy::parse(Some(query), issuers)?);
+        if self.map.load().len() < POLICY_MEMO_MAX {
+            self.map.rcu(|map| {
+                let mut map = HashMap::clone(map);
+                if map.len() < POLICY_MEMO_MAX {
+                    map.entry(query.into()).or_insert_with(|| policy.clone());
+                }
+                map
+            });
+        }
+        Ok(policy)
+    }
+
+    /// Distinct queries kept.
+    pub fn len(&self) -> usize {
+        self.map.load().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +219,43 @@ mod tests {
         let p = Policy::parse(Some("aud=other"), &iss).unwrap();
         assert!(p.check_audience(&["x"], &iss[0]).is_err());
         assert!(p.check_audience(&["other"], &iss[0]).is_ok());
+    }
+
+    #[test]
+    fn memo_parses_each_query_once_and_returns_the_same_policy() {
+        let iss = issuers();
+        let memo = PolicyMemo::default();
+        let a = memo.get(Some("aud=p&scope=read"), &iss).unwrap();
+        let b = memo.get(Some("aud=p&scope=read"), &iss).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(*a, Policy::parse(Some("aud=p&scope=read"), &iss).unwrap());
+        assert_eq!(memo.len(), 1);
+        // No query and an empty one are the default policy, without an entry.
+        assert_eq!(*memo.get(None, &iss).unwrap(), Policy::default());
+        assert_eq!(*memo.get(Some(""), &iss).unwrap(), Policy::default());
+        assert_eq!(memo.len(), 1);
+    }
+
+    #[test]
+    fn memo_never_keeps_a_refused_query() {
+        let iss = issuers();
+        let memo = PolicyMemo::default();
+        for _ in 0..2 {
+            assert_eq!(memo.get(Some("audience=x"), &iss).unwrap_err().reason(), "bad_policy");
+        }
+        assert!(memo.is_empty());
+    }
+
+    #[test]
+    fn memo_is_bounded_and_still_answers_past_the_bound() {
+        let iss = issuers();
+        let memo = PolicyMemo::default();
+        for i in 0..POLICY_MEMO_MAX + 10 {
+            let q = format!("aud=a{i}");
+            assert_eq!(memo.get(Some(&q), &iss).unwrap().audiences, Some(vec![format!("a{i}")]));
+        }
+        assert_eq!(memo.len(), POLICY_MEMO_MAX);
+        let late = format!("aud=a{}", POLICY_MEMO_MAX + 5);
+        assert_eq!(memo.get(Some(&late), &iss).unwrap().audiences, Some(vec![format!("a{}", POLICY_MEMO_MAX + 5)]));
     }
 }
