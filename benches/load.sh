@@ -58,25 +58,19 @@ calc() { awk "BEGIN { printf \"%.6f\\n\", $* }"; }
 metric() {
   curl -s "http://127.0.0.1:$GATE/metrics" | awk -v s="$1" '$1 == s { print $2 }'
 }
-# CPU time (clock ticks, user + system) of a process: /proc/PID/stat fields 14 and 15. The comm
-# field (2) may hold spaces, so count from the last ')'.
-ticks() {
-  local stat
+# The sum of two fields of /proc/PID/stat, given as indices counted from field 3 (the comm field 2
+# may hold spaces, so everything up to the last ')' is dropped); 0 once the process is gone.
+stat_sum() {
+  local stat fields
   stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0 && return; }
-  stat=${stat##*) }
-  # shellcheck disable=SC2086 # split into fields on purpose
-  set -- $stat
-  echo $((${12} + ${13}))
+  read -ra fields <<<"${stat##*) }"
+  echo $((fields[$2] + fields[$3]))
 }
+# CPU time (clock ticks, user + system) of a process: fields 14 and 15.
+ticks() { stat_sum "$1" 11 12; }
 # The same for the children this shell has waited for (fields 16 and 17): wrk, once reaped.
-reaped_ticks() {
-  local stat
-  stat=$(cat "/proc/$$/stat") # $$: the main shell, even inside $(...)
-  stat=${stat##*) }
-  # shellcheck disable=SC2086
-  set -- $stat
-  echo $((${14} + ${15}))
-}
+# $$ is the main shell, even inside $(...).
+reaped_ticks() { stat_sum $$ 13 14; }
 nginx_ticks() { # the workers' (the master only waits)
   local sum=0 pid children=/proc/$NGINX_PID/task/$NGINX_PID/children
   for pid in $(if [ -r "$children" ]; then cat "$children"; else pgrep -P "$NGINX_PID"; fi); do

@@ -83,7 +83,7 @@ fn request_id(headers: &HeaderMap) -> &str {
         .unwrap_or("")
 }
 
-async fn verify<B>(app: &AppState, request: &Request<B>) -> Response {
+async fn verify(app: &AppState, request: &Request<Incoming>) -> Response {
     let start = Instant::now();
     let now = crate::gate::unix_now();
     let gate = &app.gate;

@@ -149,12 +149,9 @@ impl PolicyMemo {
     }
 
     /// Distinct queries kept.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.map.load().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -243,7 +240,7 @@ mod tests {
         for _ in 0..2 {
             assert_eq!(memo.get(Some("audience=x"), &iss).unwrap_err().reason(), "bad_policy");
         }
-        assert!(memo.is_empty());
+        assert_eq!(memo.len(), 0);
     }
 
     #[test]
