@@ -41,7 +41,7 @@ impl Policy {
                         let index = issuers
                             .iter()
                             .position(|i| i.name == name)
-                            .ok_or_else(|| AuthError::BadPolicy(format!("unknown issuer `{name}`")))?;
+                            .ok_or_else(|| AuthError::bad_policy(format!("unknown issuer `{name}`")))?;
                         list.push(index);
                     }
                 }
@@ -58,13 +58,10 @@ impl Policy {
                         policy.scopes.push(s.to_string());
                     }
                 }
-                other => {
-                    let shown: String = other.chars().take(40).filter(|c| !c.is_control()).collect();
-                    return Err(AuthError::BadPolicy(format!("unknown parameter `{shown}`")));
-                }
+                other => return Err(AuthError::bad_policy(format!("unknown parameter `{other}`"))),
             }
             if !any {
-                return Err(AuthError::BadPolicy(format!("empty `{key}`")));
+                return Err(AuthError::bad_policy(format!("empty `{key}`")));
             }
         }
         Ok(policy)
