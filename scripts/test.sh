@@ -16,7 +16,7 @@ cargo test --locked --all-targets
 echo "== Helm chart and Dockerfile (helm lint, kubernetes-validate, checkov)"
 scripts/check-chart.sh
 
-echo "== supply chain (cargo deny: licenses, bans, sources)"
+echo "== supply chain (cargo deny: licenses, bans, sources, advisories)"
 scripts/check-supply-chain.sh
 
 echo "== load benchmark smoke (benches/load.sh end to end on the debug build, 2 s per case; no timing asserted)"
