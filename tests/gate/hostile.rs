@@ -204,6 +204,11 @@ fn assert_log_is_clean(format: &str, lines: &[Vec<u8>]) {
             String::from_utf8_lossy(line)
         );
         let text = std::str::from_utf8(line).unwrap();
+        // C1 controls (U+0080..U+009F, CSI among them) and bidirectional overrides too.
+        assert!(
+            text.chars().all(|c| c == '\t' || !(c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c))),
+            "{format}: control character in log line {text:?}"
+        );
         match format {
             "json" => {
                 let v: Value =
