@@ -616,6 +616,8 @@ issuers:
         assert_eq!(c.jwks.max_stale, Duration::from_secs(86400));
         assert_eq!(c.jwks.fetch_timeout, Duration::from_secs(5));
         assert_eq!(c.token.max_bytes, 8192);
+        // Above nginx's default upstream keepalive_timeout (60 s): nginx closes idle connections.
+        assert!(c.server.idle_timeout > Duration::from_secs(60));
         let headers: Vec<&str> = c.claims_to_headers.iter().map(|h| h.header.as_str()).collect();
         assert_eq!(headers, ["x-auth-subject", "x-auth-issuer"]);
     }
@@ -686,6 +688,15 @@ issuers:
         let y = format!("{MINIMAL}    audiences: [other]\n");
         let errs = Config::from_yaml(&y).unwrap_err().0;
         assert!(errs[0].contains("duplicate"), "{errs:?}");
+    }
+
+    #[test]
+    fn server_idle_timeout_is_configurable_and_bounded() {
+        let ok = Config::from_yaml(&format!("{MINIMAL}server:\n  idle_timeout_seconds: 120\n")).unwrap();
+        assert_eq!(ok.server.idle_timeout, Duration::from_secs(120));
+        let bad = Config::from_yaml(&format!("{MINIMAL}server:\n  idle_timeout_seconds: 0\n  idle: 1\n")).unwrap_err();
+        assert!(bad.0.iter().any(|e| e.contains("server.idle_timeout_seconds")), "{bad}");
+        assert!(bad.0.iter().any(|e| e.contains("server.idle")), "{bad}");
     }
 
     #[test]
