@@ -3,6 +3,7 @@
 mod attacks;
 mod cli;
 mod helpers;
+mod hostile;
 mod http_api;
 mod key_lifecycle;
 mod nginx;
