@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod dev_issuer;
+pub mod dpop;
 pub mod error;
 pub mod gate;
 pub mod headers;
