@@ -38,6 +38,7 @@ fn main() {
                 (names[1].clone(), HeaderValue::from_str("https://idp.example.com/realms/main").unwrap()),
             ]
             .into(),
+            jkt: None,
         };
         cache.insert(digest(&format!("token-{i}")), identity, &key, 1_800_000_000);
     }

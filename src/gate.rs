@@ -12,6 +12,7 @@ use http::HeaderMap;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::dpop::{Replay, ReplayStore, Target};
 use crate::error::{AuthError, Refused};
 use crate::jwks::{IssuerKeys, IssuerState};
 use crate::metrics::Metrics;
@@ -27,12 +28,36 @@ pub struct Gate {
     pub cache: TokenCache,
     pub metrics: Metrics,
     policies: Arc<PolicyMemo>,
+    replay: Arc<ReplayStore>,
+    /// The DPoP challenge's `algs` value, made once.
+    dpop_algs: Arc<str>,
 }
 
 /// An allowed request: the identity and how long nginx may cache the answer.
 pub struct Allowed {
     pub entry: Arc<Entry>,
     pub max_age: u64,
+    /// The decision holds for this request only (a DPoP proof is single-use): nginx must not
+    /// reuse it.
+    pub no_store: bool,
+}
+
+/// How the token was presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `Authorization: Bearer` (RFC 6750 §2.1).
+    Bearer,
+    /// `Authorization: DPoP` (RFC 9449 §7.1).
+    Dpop,
+    /// The configured cookie: a bearer token too.
+    Cookie,
+}
+
+/// The token and how it came.
+#[derive(Debug, Clone, Copy)]
+pub struct Credential<'h> {
+    pub token: &'h str,
+    pub scheme: Scheme,
 }
 
 /// Seconds since the Unix epoch.
@@ -43,6 +68,24 @@ pub fn unix_now() -> i64 {
 /// Extracts the token: `Authorization: Bearer <token>` (scheme case-insensitive, RFC 6750 §2.1),
 /// else the configured cookie. More than one `Authorization` header is malformed.
 pub fn extract_token<'h>(headers: &'h HeaderMap, config: &crate::config::TokenConfig) -> Result<&'h str, AuthError> {
+    extract_credential(headers, config).map(|c| c.token)
+}
+
+/// True when the request's `Authorization` uses the `DPoP` scheme.
+fn uses_dpop_scheme(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().split(|b| *b == b' ').next())
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"dpop"))
+}
+
+/// Extracts the token and its scheme: `Authorization: Bearer <token>` or `Authorization: DPoP
+/// <token>` (schemes case-insensitive, RFC 6750 §2.1, RFC 9449 §7.1), else the configured cookie.
+/// More than one `Authorization` header is malformed.
+pub fn extract_credential<'h>(
+    headers: &'h HeaderMap,
+    config: &crate::config::TokenConfig,
+) -> Result<Credential<'h>, AuthError> {
     let mut auth = headers.get_all(http::header::AUTHORIZATION).iter();
     match (auth.next(), auth.next()) {
         (Some(_), Some(_)) => return Err(AuthError::Malformed("more than one Authorization header")),
@@ -52,15 +95,19 @@ pub fn extract_token<'h>(headers: &'h HeaderMap, config: &crate::config::TokenCo
             }
             let v = value.to_str().map_err(|_| AuthError::Malformed("Authorization is not ASCII"))?;
             let (scheme, token) = v.split_once(' ').ok_or(AuthError::Malformed("not a Bearer credential"))?;
-            if !scheme.eq_ignore_ascii_case("bearer") {
-                // Another scheme (Basic, DPoP, ...) carries no bearer token for us.
+            let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+                Scheme::Bearer
+            } else if scheme.eq_ignore_ascii_case("dpop") {
+                Scheme::Dpop
+            } else {
+                // Another scheme (Basic, ...) carries no token for us.
                 return Err(AuthError::MissingToken);
-            }
+            };
             // Anything after a second space is refused as malformed by the JWS parser.
             if token.is_empty() {
                 return Err(AuthError::Malformed("not a Bearer credential"));
             }
-            return check_size(token, config.max_bytes);
+            return Ok(Credential { token: check_size(token, config.max_bytes)?, scheme });
         }
         (None, _) => {}
     }
@@ -72,12 +119,33 @@ pub fn extract_token<'h>(headers: &'h HeaderMap, config: &crate::config::TokenCo
                     && k == name
                     && !v.is_empty()
                 {
-                    return check_size(v, config.max_bytes);
+                    return Ok(Credential { token: check_size(v, config.max_bytes)?, scheme: Scheme::Cookie });
                 }
             }
         }
     }
     Err(AuthError::MissingToken)
+}
+
+/// The one `X-Original-Method` / `X-Original-URL` nginx sent. Without it no proof can be checked:
+/// refused, with a warning naming the header and the nginx variable that sets it.
+fn original<'h>(headers: &'h HeaderMap, name: &'static str, nginx: &'static str) -> Result<&'h str, AuthError> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => v.to_str().map_err(|_| AuthError::DpopProof("original request header is not visible ASCII")),
+        (None, _) => {
+            tracing::warn!(
+                header = name,
+                "DPoP request without {name}: nginx must send it (ingress-nginx does; plain nginx: \
+                 proxy_set_header {name} {nginx};)"
+            );
+            Err(AuthError::DpopProof(match name {
+                "x-original-method" => "X-Original-Method missing",
+                _ => "X-Original-URL missing",
+            }))
+        }
+        (Some(_), Some(_)) => Err(AuthError::DpopProof("original request header repeated")),
+    }
 }
 
 fn check_size(token: &str, max: usize) -> Result<&str, AuthError> {
@@ -103,7 +171,17 @@ impl Gate {
             return Err(errors.join("\n"));
         }
         let cache = TokenCache::new(config.cache.max_entries, config.cache.max_ttl);
-        Ok(Gate { config: Arc::new(config), issuers: issuers.into(), cache, metrics, policies: Arc::default() })
+        let replay = Arc::new(ReplayStore::new(&config.dpop));
+        let dpop_algs = config.dpop.algs().into();
+        Ok(Gate {
+            config: Arc::new(config),
+            issuers: issuers.into(),
+            cache,
+            metrics,
+            policies: Arc::default(),
+            replay,
+            dpop_algs,
+        })
     }
 
     /// Starts one background refresher per issuer, stopped by `cancel`.
@@ -127,10 +205,12 @@ impl Gate {
         issuer.map_or("none", |i| self.config.issuers[i].name.as_str())
     }
 
-    /// Decides one `/verify` request.
+    /// Decides one `/verify` request: authenticate (cache hit, or verification), then, on every
+    /// request alike, the DPoP binding and proof, then the policy.
     pub async fn decide(&self, query: Option<&str>, headers: &HeaderMap, now: i64) -> Result<Allowed, Refused> {
         let policy = self.policies.get(query, &self.config.issuers)?;
-        let token = extract_token(headers, &self.config.token)?;
+        let credential = extract_credential(headers, &self.config.token)?;
+        let token = credential.token;
         let digest = crate::token_cache::digest(token);
 
         let entry = match self.cache.get(&digest) {
@@ -144,21 +224,81 @@ impl Gate {
                 }
                 // Past max_stale, even cached identities are not vouched for.
                 self.issuers[id.issuer].current().map_err(refuse)?;
-                policy.authorize(id, &self.config.issuers).map_err(refuse)?;
                 entry
             }
             None => {
                 self.metrics.cache_misses.inc();
                 let (identity, key) = self.authenticate(token, &policy, now).await?;
-                policy.check_scopes(&identity.scopes).map_err(|e| e.at(identity.issuer))?;
                 self.cache.insert(digest, identity, &key, now)
             }
         };
+        let id = &entry.identity;
+        let refuse = |e: AuthError| e.at(id.issuer);
+        // The contract's order: the token itself, then the DPoP proof, then the policy.
+        let dpop = self.check_dpop(&policy, credential, id, headers, now).map_err(refuse)?;
+        policy.authorize(id, &self.config.issuers).map_err(refuse)?;
         // `now` is whole seconds, so up to a second has already passed: one less keeps nginx's
         // cache (which counts the whole last second as fresh) strictly before `exp`.
         let remaining = entry.identity.exp.saturating_sub(now).saturating_sub(1).max(0) as u64;
         let max_age = remaining.min(self.config.cache.max_ttl.as_secs());
-        Ok(Allowed { entry, max_age })
+        Ok(Allowed { entry, max_age, no_store: dpop })
+    }
+
+    /// Proof of possession (RFC 9449 §7): the scheme and the token's `cnf.jkt` must agree, and a
+    /// bound token needs one valid, fresh proof for this request whose key is the bound one.
+    /// Returns whether the decision used DPoP.
+    fn check_dpop(
+        &self,
+        policy: &Policy,
+        credential: Credential<'_>,
+        identity: &Identity,
+        headers: &HeaderMap,
+        now: i64,
+    ) -> Result<bool, AuthError> {
+        let jkt = match (credential.scheme, identity.jkt.as_deref()) {
+            (Scheme::Dpop, Some(jkt)) => jkt,
+            (Scheme::Dpop, None) => return Err(AuthError::DpopBinding("token is not DPoP-bound")),
+            // RFC 9449 §7.1: a bound token is never a bearer token, wherever it came from.
+            (Scheme::Bearer | Scheme::Cookie, Some(_)) => {
+                return Err(AuthError::DpopBinding("DPoP-bound token sent as a bearer token"));
+            }
+            (Scheme::Bearer | Scheme::Cookie, None) if policy.dpop_required => {
+                return Err(AuthError::DpopBinding("DPoP-bound token required"));
+            }
+            // An unbound bearer token: a `DPoP` header beside it is not ours to judge.
+            (Scheme::Bearer | Scheme::Cookie, None) => return Ok(false),
+        };
+        let mut proofs = headers.get_all("dpop").iter();
+        let proof = match (proofs.next(), proofs.next()) {
+            (None, _) => return Err(AuthError::DpopProof("DPoP proof missing")),
+            (Some(_), Some(_)) => return Err(AuthError::DpopProof("more than one DPoP header")),
+            (Some(p), None) => p.to_str().map_err(|_| AuthError::DpopProof("DPoP proof is not a compact JWS"))?,
+        };
+        let method = original(headers, "x-original-method", "$request_method")?;
+        let url = original(headers, "x-original-url", "$scheme://$http_host$request_uri")?;
+        let proof = crate::dpop::check_proof(proof, credential.token, Target { method, url }, &self.config.dpop, now)?;
+        if proof.jkt != jkt {
+            return Err(AuthError::DpopBinding("DPoP proof key is not the token's cnf.jkt"));
+        }
+        match self.replay.check_and_insert(proof.replay_id, proof.iat, now) {
+            Ok(()) => Ok(true),
+            Err(Replay::Seen) => Err(AuthError::DpopProof("DPoP proof replayed")),
+            Err(Replay::Forgotten) => Err(AuthError::DpopProof("DPoP proof too old for the replay store")),
+        }
+    }
+
+    /// The challenge `algs` when a refusal must use the `DPoP` scheme: the request used it, the
+    /// query asks `dpop=required`, or the refusal is about DPoP itself (RFC 9449 §7.1).
+    pub fn dpop_challenge(&self, query: Option<&str>, headers: &HeaderMap, error: &AuthError) -> Option<&str> {
+        let dpop = matches!(error, AuthError::DpopProof(_) | AuthError::DpopBinding(_))
+            || uses_dpop_scheme(headers)
+            || self.policies.get(query, &self.config.issuers).is_ok_and(|p| p.dpop_required);
+        dpop.then_some(&*self.dpop_algs)
+    }
+
+    /// Bytes the DPoP replay store accounts now.
+    pub fn replay_bytes(&self) -> usize {
+        self.replay.bytes()
     }
 
     /// Verifies a token that is not in the cache.

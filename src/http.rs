@@ -140,7 +140,7 @@ async fn verify(app: &AppState, request: &Request<Incoming>) -> Response {
                     "refused"
                 ),
             }
-            refuse(&error)
+            refuse(&error, gate.dpop_challenge(request.uri().query(), headers, &error))
         }
     };
     gate.metrics.decision_duration.observe(start.elapsed().as_secs_f64());
@@ -153,18 +153,26 @@ fn allow(allowed: Allowed) -> Response {
     for (name, value) in identity {
         h.insert(name.clone(), value.clone());
     }
-    let secs = allowed.max_age.to_string();
-    // X-Accel-Expires first: nginx before 1.23 reads the headers in order and stops caching at a
-    // `Cache-Control: private` seen before X-Accel-Expires (fixed in nginx 1.23.0).
-    h.insert(X_ACCEL_EXPIRES, HeaderValue::from_str(&secs).expect("digits"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_str(&format!("private, max-age={secs}")).expect("digits"));
+    if allowed.no_store {
+        // A DPoP proof is single-use: the next request brings a new one, which nginx's auth
+        // cache (keyed on what the Ingress chose, not on the proof) must not skip.
+        h.insert(X_ACCEL_EXPIRES, ZERO);
+        h.insert(header::CACHE_CONTROL, NO_STORE);
+    } else {
+        let secs = allowed.max_age.to_string();
+        // X-Accel-Expires first: nginx before 1.23 reads the headers in order and stops caching at
+        // a `Cache-Control: private` seen before X-Accel-Expires (fixed in nginx 1.23.0).
+        h.insert(X_ACCEL_EXPIRES, HeaderValue::from_str(&secs).expect("digits"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_str(&format!("private, max-age={secs}")).expect("digits"));
+    }
     let mut response = Response::new(Body::empty());
     *response.headers_mut() = h;
     response
 }
 
-/// The refusal response for an error (RFC 6750 §3 for 401 and 403).
-pub fn refuse(error: &AuthError) -> Response {
+/// The refusal response for an error (RFC 6750 §3 for 401 and 403). With `dpop_algs` the
+/// challenge uses the `DPoP` scheme with the same parameters and `algs` (RFC 9449 §7.1).
+pub fn refuse(error: &AuthError, dpop_algs: Option<&str>) -> Response {
     let mut response = Response::new(Body::empty());
     *response.status_mut() = error.status();
     let h = response.headers_mut();
@@ -172,6 +180,9 @@ pub fn refuse(error: &AuthError) -> Response {
     h.insert(X_ACCEL_EXPIRES, ZERO);
     let challenge = match error {
         AuthError::MissingToken => Some(r#"Bearer realm="jwtgate""#.to_string()),
+        AuthError::DpopProof(why) => {
+            Some(format!(r#"Bearer realm="jwtgate", error="invalid_dpop_proof", error_description="{why}""#))
+        }
         AuthError::Scope(required) => {
             Some(format!(r#"Bearer realm="jwtgate", error="insufficient_scope", scope="{}""#, quote_safe(required)))
         }
@@ -179,6 +190,10 @@ pub fn refuse(error: &AuthError) -> Response {
             Some(format!(r#"Bearer realm="jwtgate", error="invalid_token", error_description="{}""#, e.description()))
         }
         _ => None,
+    };
+    let challenge = match (challenge, dpop_algs) {
+        (Some(c), Some(algs)) => Some(format!(r#"DPoP{}, algs="{algs}""#, c.strip_prefix("Bearer").expect("Bearer"))),
+        (c, _) => c,
     };
     if let Some(c) = challenge {
         h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_str(&c).expect("challenge is visible ASCII"));

@@ -149,6 +149,22 @@ pub struct Identity {
     pub scopes: Box<[Box<str>]>,
     /// Identity headers, rendered once at verification.
     pub headers: Box<[(HeaderName, HeaderValue)]>,
+    /// `cnf.jkt` (RFC 9449 §6.1): the thumbprint of the key this token is bound to, if any.
+    pub jkt: Option<Box<str>>,
+}
+
+/// The token's DPoP binding, `cnf.jkt` (RFC 9449 §6.1, RFC 7800 §3.1). Other confirmation
+/// methods (`x5t#S256` for mTLS, RFC 8705) are not a DPoP binding and leave the token unbound.
+fn dpop_binding(claims: &Map<String, Value>) -> Result<Option<Box<str>>, AuthError> {
+    match claims.get("cnf") {
+        None => Ok(None),
+        Some(Value::Object(cnf)) => match cnf.get("jkt") {
+            None => Ok(None),
+            Some(Value::String(jkt)) if !jkt.is_empty() => Ok(Some(jkt.as_str().into())),
+            Some(_) => Err(AuthError::Malformed("cnf.jkt is not a thumbprint")),
+        },
+        Some(_) => Err(AuthError::Malformed("cnf is not an object")),
+    }
 }
 
 /// Reads a NumericDate claim: a JSON number within the safe integer range (RFC 7519 §2).
@@ -274,12 +290,13 @@ pub fn finish(
     mapping: &[ClaimHeader],
 ) -> Result<(Identity, Arc<VerifyingKey>), AuthError> {
     let key = candidate.jws.verify(keys)?;
+    let jkt = dpop_binding(&candidate.claims)?;
     let issuer = &issuers[candidate.issuer];
     let audiences = candidate.audiences.into_iter().map(Box::from).collect();
     let scopes = scopes(&candidate.claims, &issuer.scope_claims).into_boxed_slice();
     let claims = Value::Object(candidate.claims);
     let headers = crate::headers::render(&claims, mapping).into_boxed_slice();
-    Ok((Identity { issuer: candidate.issuer, exp: candidate.exp, audiences, scopes, headers }, key))
+    Ok((Identity { issuer: candidate.issuer, exp: candidate.exp, audiences, scopes, headers, jkt }, key))
 }
 
 /// The whole decision for one token with the keys in hand: [`precheck`], [`finish`], then the
@@ -596,5 +613,17 @@ mod tests {
         let id = check(&with_claim("sub", json!("eve\r\nX-Admin: 1"))).unwrap();
         let v = id.headers[0].1.to_str().unwrap();
         assert!(v.starts_with("=?UTF-8?B?") && !v.contains('\n'), "{v}");
+    }
+
+    #[test]
+    fn cnf_jkt_is_the_dpop_binding_and_a_malformed_cnf_is_refused() {
+        assert_eq!(check(&ring().sign("rs256-1", &claims())).unwrap().jkt, None);
+        let id = check(&with_claim("cnf", json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}))).unwrap();
+        assert_eq!(id.jkt.as_deref(), Some("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"));
+        // An mTLS binding (RFC 8705) is not a DPoP binding.
+        assert_eq!(check(&with_claim("cnf", json!({"x5t#S256": "abc"}))).unwrap().jkt, None);
+        for bad in [json!("jkt"), json!({"jkt": 1}), json!({"jkt": ""}), json!([])] {
+            assert!(matches!(check(&with_claim("cnf", bad.clone())), Err(AuthError::Malformed(_))), "{bad}");
+        }
     }
 }

@@ -2,6 +2,7 @@
 
 mod attacks;
 mod cli;
+mod dpop;
 mod helpers;
 mod hostile;
 mod http_api;
