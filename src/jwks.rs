@@ -478,17 +478,21 @@ impl IssuerKeys {
             Err(e) => e,
         };
         let now = Instant::now();
+        let refused_without_fetch = |e: AuthError| {
+            if e == AuthError::UnknownKey {
+                self.metrics.unknown_kid_refusals.with_label_values(&[&self.name]).inc();
+            }
+            Err(e)
+        };
         if self.unknown_kids.lock().unwrap().remembers(kid, now) {
-            self.metrics.unknown_kid_refusals.with_label_values(&[&self.name]).inc();
-            return Err(missing);
+            return refused_without_fetch(missing);
         }
         let Some(deadline) = self.want_fetch(now) else {
             // A fetch may have completed since we looked: its keys decide.
             if completed.has_changed().unwrap_or(false) {
                 return self.lookup(kid, alg);
             }
-            self.metrics.unknown_kid_refusals.with_label_values(&[&self.name]).inc();
-            return Err(missing);
+            return refused_without_fetch(missing);
         };
         let done = match tokio::time::timeout_at(deadline, completed.changed()).await {
             Ok(Ok(())) => *completed.borrow_and_update(),
