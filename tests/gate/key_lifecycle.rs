@@ -809,6 +809,22 @@ async fn an_http_issuer_with_an_https_jwks_uri_is_held_to_https_through_redirect
     assert_eq!(plain.jwks_hits(), 0, "the redirect to http was not followed");
 }
 
+#[tokio::test]
+async fn a_redirect_chain_never_goes_from_https_back_to_http_even_for_an_http_issuer() {
+    let idp = crate::tls_idp::TlsIdp::start().await;
+    let plain = jwtgate::dev_issuer::DevIssuer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    // http issuer and jwks_uri: http -> https (an upgrade, followed) -> http (a downgrade, refused).
+    let chain = crate::tls_idp::http_redirector(&idp.redirect_to(&plain.jwks_uri())).await;
+    let dir = TempDir::new();
+    let ca = dir.write("ca.pem", &idp.ca_pem);
+    let yaml = config_yaml(&plain, &issuer_keys(&format!("jwks_uri: \"{chain}\"\nca_file: \"{}\"", ca.display())), "");
+    let gate = Server::spawn(&yaml).await;
+    let error = gate.wait_issuer_error("main").await;
+    assert!(error.contains("https stays https"), "{error}");
+    assert!(idp.hits() >= 1, "the chain reached the https hop");
+    assert_eq!(plain.jwks_hits(), 0, "and stopped there");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The real binary: `ca_file` checks, and the figures the README quotes (printed as `measured:`).
 
@@ -972,6 +988,9 @@ async fn measured_with_the_binary_a_kid_published_mid_cooldown_is_accepted_after
     let yaml = config_yaml(&issuer, "", &format!("jwks:\n  min_refresh_interval_seconds: {cooldown}\n"));
     let binary = Binary::start(&yaml).await;
     let cooldown_started = start_a_settled_cooldown(&binary, &issuer).await;
+    // The IdP publishes the key halfway through the cooldown (`JWTGATE_MEASURE_OFFSET_MS` moves it).
+    let offset = std::env::var("JWTGATE_MEASURE_OFFSET_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(cooldown * 500);
+    tokio::time::sleep_until((cooldown_started + Duration::from_millis(offset)).into()).await;
     issuer.add_key("rotated-2", Algorithm::ES256);
     let published = std::time::Instant::now();
     let hits = issuer.jwks_hits();

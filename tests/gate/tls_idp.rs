@@ -153,6 +153,21 @@ async fn redirect(State(shared): State<Arc<Shared>>, Path(n): Path<usize>) -> Re
     (http::StatusCode::FOUND, [(http::header::LOCATION, target)]).into_response()
 }
 
+/// A plain-http server on 127.0.0.1 whose every path redirects (302) to `target`; returns its URL.
+pub async fn http_redirector(target: &str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/keys", listener.local_addr().unwrap());
+    let target = target.to_string();
+    let app = Router::new().fallback(move || {
+        let target = target.clone();
+        async move { (http::StatusCode::FOUND, [(http::header::LOCATION, target)]).into_response() }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
 fn json_response(body: serde_json::Value) -> Response {
     ([(http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
