@@ -2,7 +2,9 @@
 //! schedule with backoff, stale-if-error, revocation by an empty answer, the refetch for an
 //! unknown `kid`, and the memory of kids a fetch did not contain. Every key-set rule is here.
 //!
-//! One task per issuer ([`IssuerKeys::run`]) does every fetch. Requests never fetch: they read
+//! One task per issuer ([`IssuerKeys::run`]) does every fetch (a one-shot tool that runs no owner,
+//! such as `jwtgate explain`, gets each wanted fetch in a task of its own, under the same
+//! cooldown). Requests never fetch: they read
 //! an immutable `Arc<Snapshot>` from an `ArcSwap` (no lock, never across an `.await`), and when
 //! the token's key is not in it they signal the owner and wait on a `watch` of completed fetches,
 //! at most until the fetch in progress must end. So a request whose key is known never waits on
@@ -24,6 +26,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -194,6 +197,9 @@ pub struct IssuerKeys {
     fetch: Mutex<FetchState>,
     /// Wakes the owner when a request first wants a fetch.
     wake: Notify,
+    /// The owner task runs. Without it (one-shot tools such as `jwtgate explain`), a request that
+    /// wants a fetch spawns it as a task of its own: still never inside the request's future.
+    owner_running: AtomicBool,
     /// Every completed fetch attempt, for requests waiting on one.
     completed: watch::Sender<Option<Completed>>,
     unknown_kids: Mutex<UnknownKids>,
@@ -392,6 +398,7 @@ impl IssuerKeys {
             snapshot: ArcSwapOption::empty(),
             fetch: Mutex::new(FetchState::default()),
             wake: Notify::new(),
+            owner_running: AtomicBool::new(false),
             completed: watch::Sender::new(None),
             unknown_kids: Mutex::new(UnknownKids::default()),
             last_error: Mutex::new(None),
@@ -470,8 +477,11 @@ impl IssuerKeys {
     /// asks the owner to start it); inside the cooldown it is refused at once, and so is a kid the
     /// latest fetch did not contain, until that fetch's start plus the cooldown. The wait is
     /// bounded by the fetch's own limit, and dropping this future cancels nothing.
-    pub async fn keys_for(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<Snapshot>, AuthError> {
-        // Subscribe before looking, so a fetch completing in between is not missed.
+    pub async fn keys_for(self: &Arc<Self>, kid: Option<&str>, alg: Algorithm) -> Result<Arc<Snapshot>, AuthError> {
+        if let Ok(snap) = self.lookup(kid, alg) {
+            return Ok(snap);
+        }
+        // Subscribe, then look again, so a fetch completing in between is not missed.
         let mut completed = self.completed.subscribe();
         let missing = match self.lookup(kid, alg) {
             Ok(snap) => return Ok(snap),
@@ -512,11 +522,11 @@ impl IssuerKeys {
         }
     }
 
-    /// Asks the owner for a fetch when one may start now. Returns how long to wait for the next
-    /// completed fetch: until the running fetch's limit, or a whole limit for the one asked for;
-    /// `None` inside the cooldown, where nothing is asked (the next request after the cooldown
-    /// asks again, so a flood costs one fetch per cooldown at most, and nothing once it stops).
-    fn want_fetch(&self, now: Instant) -> Option<Instant> {
+    /// Asks for a fetch when one may start now. Returns how long to wait for the next completed
+    /// fetch: until the running fetch's limit, or a whole limit for the one asked for; `None`
+    /// inside the cooldown, where nothing is asked (the next request after the cooldown asks
+    /// again, so a flood costs one fetch per cooldown at most, and nothing once it stops).
+    fn want_fetch(self: &Arc<Self>, now: Instant) -> Option<Instant> {
         let mut st = self.fetch.lock().unwrap();
         if let Some(started) = st.in_flight {
             return Some(started + self.fetch_limit());
@@ -524,10 +534,22 @@ impl IssuerKeys {
         if st.last_start.is_some_and(|t| now < t + self.jwks.min_refresh_interval) {
             return None;
         }
-        let first = !std::mem::replace(&mut st.wanted, true);
-        drop(st);
-        if first {
-            self.wake.notify_one();
+        if self.owner_running.load(Ordering::Acquire) {
+            let first = !std::mem::replace(&mut st.wanted, true);
+            drop(st);
+            if first {
+                self.wake.notify_one();
+            }
+        } else {
+            // No owner: the fetch runs in a task of its own, so this request cannot cancel it.
+            st.last_start = Some(now);
+            st.in_flight = Some(now);
+            drop(st);
+            self.metrics.unknown_kid_refetches.with_label_values(&[&self.name]).inc();
+            let this = self.clone();
+            tokio::spawn(async move {
+                let _ = this.fetch_and_install(now, &|_| {}).await;
+            });
         }
         Some(now + self.fetch_limit())
     }
@@ -541,12 +563,17 @@ impl IssuerKeys {
         if st.wanted { allowed } else { due.max(allowed) }
     }
 
-    /// Marks a fetch as started; true when a request asked for it before its scheduled time.
-    fn begin_fetch(&self, started: Instant, due: Instant) -> bool {
+    /// Marks a fetch as started: `Some(true)` when a request asked for it before its scheduled
+    /// time, `None` when another fetch is still running (one a request spawned before the owner
+    /// ran), which the owner then waits for instead.
+    fn begin_fetch(&self, started: Instant, due: Instant) -> Option<bool> {
         let mut st = self.fetch.lock().unwrap();
+        if st.in_flight.is_some() {
+            return None;
+        }
         st.last_start = Some(started);
         st.in_flight = Some(started);
-        std::mem::take(&mut st.wanted) && started < due
+        Some(std::mem::take(&mut st.wanted) && started < due)
     }
 
     /// Runs one fetch to its end or its limit, and installs the result.
@@ -652,6 +679,15 @@ impl IssuerKeys {
         cancel: CancellationToken,
         on_keys_removed: impl Fn(&[Arc<VerifyingKey>]) + Send + Sync + 'static,
     ) {
+        /// Clears `owner_running` however the owner ends (returned, or its task aborted).
+        struct Running<'a>(&'a AtomicBool);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        self.owner_running.store(true, Ordering::Release);
+        let _running = Running(&self.owner_running);
         let mut due = Instant::now();
         let mut failures = 0u32;
         loop {
@@ -664,9 +700,22 @@ impl IssuerKeys {
                 _ = tokio::time::sleep_until(start_at) => {}
             }
             let started = Instant::now();
-            if self.begin_fetch(started, due) {
-                self.metrics.unknown_kid_refetches.with_label_values(&[&self.name]).inc();
-                tracing::debug!(issuer = %self.name, "fetching keys for an unknown kid");
+            match self.begin_fetch(started, due) {
+                Some(true) => {
+                    self.metrics.unknown_kid_refetches.with_label_values(&[&self.name]).inc();
+                    tracing::debug!(issuer = %self.name, "fetching keys for an unknown kid");
+                }
+                Some(false) => {}
+                None => {
+                    let mut completed = self.completed.subscribe();
+                    if self.fetch.lock().unwrap().in_flight.is_some() {
+                        tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            _ = tokio::time::timeout(self.fetch_limit(), completed.changed()) => {}
+                        }
+                    }
+                    continue;
+                }
             }
             let outcome = tokio::select! {
                 biased;

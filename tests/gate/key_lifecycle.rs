@@ -429,6 +429,33 @@ async fn a_failure_keeps_the_keys_but_an_answer_replaces_them() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn without_an_owner_task_a_wanted_fetch_runs_in_a_task_of_its_own_under_the_same_cooldown() {
+    // One-shot tools (`jwtgate explain`) decide on a gate whose owner tasks never run.
+    let mut src = Scripted::new(Next::Ok(None));
+    src.delay = Duration::from_secs(1);
+    let metrics = Metrics::new(&["main"]);
+    let keys = Arc::new(IssuerKeys::with_source("main", jwks_config(300, 10, 86400), Box::new(src.clone()), metrics));
+    let first = {
+        let k = keys.clone();
+        tokio::spawn(async move { k.keys_for(Some("rs256-1"), Algorithm::RS256).await.map(|_| ()) })
+    };
+    step_until("the cold gate's fetch started", || src.count() == 1).await;
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled(), "its requester went away");
+    step_until("the fetch finished anyway", || keys.generation() == 1).await;
+    assert_eq!(keys.state(), IssuerState::Ready);
+    assert_eq!(keys.keys_for(Some("rs256-1"), Algorithm::RS256).await.map(|_| ()), Ok(()));
+    // Inside the cooldown an unknown kid fetches nothing; after it, one fetch.
+    assert_eq!(keys.keys_for(Some("new"), Algorithm::RS256).await.map(|_| ()), Err(AuthError::UnknownKey));
+    assert_eq!(src.count(), 1);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    src.publish("new");
+    assert_eq!(keys.keys_for(Some("new"), Algorithm::RS256).await.map(|_| ()), Ok(()));
+    assert_eq!(src.count(), 2);
+    assert_cooldown_held(&src, 10);
+}
+
+#[tokio::test(start_paused = true)]
 async fn shutdown_during_a_hanging_fetch_abandons_it_at_once() {
     let src = Scripted::new(Next::Hang);
     let o = owned(&src, jwks_config(300, 10, 86400));
