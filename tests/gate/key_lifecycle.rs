@@ -1066,7 +1066,7 @@ async fn measured_with_the_binary_a_200_kid_flood_costs_one_fetch() {
 }
 
 #[tokio::test]
-async fn measured_with_the_binary_shutdown_with_a_hanging_idp_takes_drain_plus_grace() {
+async fn measured_with_the_binary_shutdown_with_a_hanging_idp_exits_within_drain_plus_grace() {
     let issuer = jwtgate::dev_issuer::DevIssuer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     // A 60 s fetch timeout: exiting in much less proves the fetch was abandoned, not finished.
     let yaml = config_yaml(&issuer, "", "jwks:\n  min_refresh_interval_seconds: 1\n  fetch_timeout_seconds: 60\n");
