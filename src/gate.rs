@@ -1,5 +1,5 @@
 //! The gate: one `/verify` decision with everything around the pure core — the verified-token
-//! cache, each issuer's current keys, the unknown-kid refetch, and metrics.
+//! cache, each issuer's current keys (asked of [`crate::jwks::IssuerKeys`]), and metrics.
 //!
 //! Stages, after Ory Oathkeeper's authenticate → authorize → mutate: [`Gate::authenticate`]
 //! (cache or [`crate::validate`]), [`crate::policy::Policy`] (issuer, audience, scope), and the
@@ -190,7 +190,7 @@ impl Gate {
             .iter()
             .map(|keys| {
                 let cache = self.cache.clone();
-                tokio::spawn(keys.clone().run(cancel.clone(), move || cache.purge_dead_keys()))
+                tokio::spawn(keys.clone().run(cancel.clone(), move |removed| cache.purge_keys(removed)))
             })
             .collect()
     }
@@ -222,8 +222,9 @@ impl Gate {
                 if now >= id.exp.saturating_add(leeway) {
                     return Err(refuse(AuthError::Expired));
                 }
-                // Past max_stale, even cached identities are not vouched for.
-                self.issuers[id.issuer].current().map_err(refuse)?;
+                // Past max_stale, after the issuer withdrew every key, or once the key that
+                // verified it left the JWKS, a cached identity is not vouched for.
+                self.issuers[id.issuer].vouch(&entry).map_err(refuse)?;
                 entry
             }
             None => {
@@ -311,27 +312,9 @@ impl Gate {
         let candidate = validate::precheck(token, &self.config.issuers, policy, now)?;
         let index = candidate.issuer;
         let refuse = |e: AuthError| e.at(index);
-        let keys = &self.issuers[index];
-        let kid = candidate.jws.header.kid.clone();
-        let alg = candidate.jws.header.alg;
-
-        let generation = keys.generation();
-        let mut snapshot = keys.current();
-        let needs_fetch = match &snapshot {
-            Ok(s) => matches!(s.keys.select(kid.as_deref(), alg), Err(AuthError::UnknownKey)),
-            Err(_) => true,
-        };
-        if needs_fetch {
-            if keys.refetch_for_unknown(kid.as_deref(), generation).await {
-                snapshot = keys.current();
-            }
-            if let Ok(s) = &snapshot
-                && matches!(s.keys.select(kid.as_deref(), alg), Err(AuthError::UnknownKey))
-            {
-                keys.remember_unknown(kid.as_deref());
-            }
-        }
-        let snapshot = snapshot.map_err(refuse)?;
+        let kid = candidate.jws.header.kid.as_deref();
+        // Every key-set rule (refetch, cooldown, unknown-kid memory, revocation) is the owner's.
+        let snapshot = self.issuers[index].keys_for(kid, candidate.jws.header.alg).await.map_err(refuse)?;
         validate::finish(candidate, &self.config.issuers, &snapshot.keys, &self.config.claims_to_headers)
             .map_err(refuse)
     }

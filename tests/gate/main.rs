@@ -11,4 +11,5 @@ mod nginx;
 mod nginx_support;
 mod oidc;
 mod providers;
+mod tls_idp;
 mod wycheproof;
