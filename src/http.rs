@@ -137,6 +137,8 @@ async fn verify(app: &AppState, request: &Request<Incoming>) -> Response {
                     issuer = label,
                     request_id = %request_id(headers),
                     status = error.status().as_u16(),
+                    // Fixed text chosen by jwtgate, never client content.
+                    detail = error.description(),
                     "refused"
                 ),
             }
