@@ -15,9 +15,9 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderName, HeaderValue};
-use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
+use crate::algorithm::Algorithm;
 use crate::config::{ClaimHeader, IssuerConfig};
 use crate::error::{AuthError, Refused};
 use crate::keys::{KeySet, VerifyingKey};
@@ -78,14 +78,10 @@ impl<'a> Jws<'a> {
     /// Picks the key in `keys` for this token and verifies the signature with it.
     pub fn verify(&self, keys: &KeySet) -> Result<Arc<VerifyingKey>, AuthError> {
         let key = keys.select(self.header.kid.as_deref(), self.header.alg)?;
-        match jsonwebtoken::crypto::verify(
-            self.signature,
-            self.signing_input.as_bytes(),
-            &key.decoding,
-            self.header.alg,
-        ) {
-            Ok(true) => Ok(key.clone()),
-            _ => Err(AuthError::BadSignature),
+        if key.verify(self.header.alg, self.signing_input.as_bytes(), self.signature) {
+            Ok(key.clone())
+        } else {
+            Err(AuthError::BadSignature)
         }
     }
 }
@@ -106,7 +102,7 @@ fn parse_header(bytes: &[u8]) -> Result<JoseHeader, AuthError> {
         return Err(AuthError::Malformed("JWE header parameters on a JWS"));
     }
     let alg = match h.get("alg") {
-        Some(Value::String(s)) => crate::config::parse_algorithm(s).ok_or(AuthError::Algorithm)?,
+        Some(Value::String(s)) => Algorithm::parse(s).ok_or(AuthError::Algorithm)?,
         Some(_) => return Err(AuthError::Malformed("alg is not a string")),
         None => return Err(AuthError::Malformed("missing alg")),
     };
@@ -316,13 +312,14 @@ mod tests {
             let mut r = KeyRing::standard();
             r.add_key("ps256-1", Algorithm::PS256);
             r.add_key("es384-1", Algorithm::ES384);
+            r.add_key("es512-1", Algorithm::ES512);
             r
         })
     }
 
     fn config(issuer_extra: &str) -> Config {
         Config::from_yaml(&format!(
-            "issuers:\n  - name: main\n    issuer: \"{ISS}\"\n    audiences: [orders-api]\n    algorithms: [RS256, ES256, EdDSA, ES384]\n{issuer_extra}"
+            "issuers:\n  - name: main\n    issuer: \"{ISS}\"\n    audiences: [orders-api]\n    algorithms: [RS256, ES256, EdDSA, ES384, ES512]\n{issuer_extra}"
         ))
         .unwrap()
     }
@@ -357,7 +354,7 @@ mod tests {
 
     #[test]
     fn valid_tokens_of_every_allowed_algorithm_are_accepted() {
-        for kid in ["rs256-1", "es256-1", "eddsa-1", "es384-1"] {
+        for kid in ["rs256-1", "es256-1", "eddsa-1", "es384-1", "es512-1"] {
             let id = check(&ring().sign(kid, &claims())).unwrap_or_else(|e| panic!("{kid}: {e:?}"));
             assert_eq!(id.exp, NOW + 300);
             assert_eq!(id.headers[0].1, "alice");
@@ -394,6 +391,76 @@ mod tests {
     fn algorithm_not_fitting_the_key_type_is_refused() {
         let t = raw("rs256-1", Algorithm::RS256, json!({"alg": "ES256", "kid": "rs256-1"}), claims());
         assert_eq!(check(&t).unwrap_err(), AuthError::Algorithm);
+    }
+
+    #[test]
+    fn es512_is_bound_to_p521_keys_both_ways() {
+        // ES512 claimed for a P-256 key, and ES256 claimed for the P-521 key.
+        let t = raw("es256-1", Algorithm::ES256, json!({"alg": "ES512", "kid": "es256-1"}), claims());
+        assert_eq!(check(&t).unwrap_err(), AuthError::Algorithm);
+        let t = raw("es512-1", Algorithm::ES512, json!({"alg": "ES256", "kid": "es512-1"}), claims());
+        assert_eq!(check(&t).unwrap_err(), AuthError::Algorithm);
+        // Not in the allow-list: refused before any key is looked at.
+        let cfg = config("");
+        let mut no_es512 = cfg.clone();
+        no_es512.issuers[0].algorithms.retain(|a| *a != Algorithm::ES512);
+        let t = ring().sign("es512-1", &claims());
+        assert!(check_with(&t, &cfg, None).is_ok());
+        assert_eq!(check_with(&t, &no_es512, None).unwrap_err(), AuthError::Algorithm);
+    }
+
+    #[test]
+    fn es512_signature_that_is_not_r_and_s_of_66_octets_is_a_bad_signature() {
+        let t = ring().sign("es512-1", &claims());
+        let (input, sig) = t.rsplit_once('.').unwrap();
+        let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+        assert_eq!(sig.len(), 132);
+        let mut flipped = sig.clone();
+        flipped[70] ^= 1;
+        let zero = vec![0u8; 132];
+        // The same R and S, DER-encoded as X.509 tools emit them (RFC 7518 §3.4 forbids it).
+        let der = {
+            let int = |b: &[u8]| {
+                let b = &b[b.iter().position(|&x| x != 0).unwrap_or(b.len() - 1)..];
+                let pad = b[0] & 0x80 != 0;
+                let mut v = vec![0x02, (b.len() + pad as usize) as u8];
+                if pad {
+                    v.push(0);
+                }
+                v.extend_from_slice(b);
+                v
+            };
+            let body = [int(&sig[..66]), int(&sig[66..])].concat();
+            [vec![0x30, 0x81, body.len() as u8], body].concat()
+        };
+        for bad in [flipped, zero, sig[..131].to_vec(), [sig.clone(), vec![0]].concat(), der] {
+            assert_eq!(check(&format!("{input}.{}", b64(&bad))).unwrap_err(), AuthError::BadSignature);
+        }
+    }
+
+    #[test]
+    fn ed25519_and_eddsa_are_one_algorithm_in_headers_allow_lists_and_jwks() {
+        // A token whose header says `Ed25519` (RFC 9864), under an allow-list that says `EdDSA`.
+        let t = raw("eddsa-1", Algorithm::EdDSA, json!({"alg": "Ed25519", "kid": "eddsa-1"}), claims());
+        assert!(check(&t).is_ok());
+        // An allow-list that says only `Ed25519` allows both spellings, and nothing else.
+        let cfg = Config::from_yaml(&format!(
+            "issuers:\n  - {{name: main, issuer: \"{ISS}\", audiences: [orders-api], algorithms: [Ed25519]}}\n"
+        ))
+        .unwrap();
+        assert!(check_with(&t, &cfg, None).is_ok());
+        assert!(check_with(&ring().sign("eddsa-1", &claims()), &cfg, None).is_ok());
+        assert_eq!(check_with(&ring().sign("es256-1", &claims()), &cfg, None).unwrap_err(), AuthError::Algorithm);
+        // A JWK published with `alg: Ed25519` (Node's WebCrypto exports them so) is an Ed25519
+        // key that verifies tokens of either spelling.
+        let mut jwk = ring().public_jwk("eddsa-1");
+        jwk["alg"] = json!("Ed25519");
+        let (keys, skipped) = KeySet::from_jwks(json!({ "keys": [jwk] }).to_string().as_bytes(), 10).unwrap();
+        assert!(skipped.is_empty(), "{skipped:?}");
+        let policy = Policy::default();
+        for token in [t, ring().sign("eddsa-1", &claims())] {
+            assert!(validate(&token, &cfg.issuers, &[&keys], &[], &policy, NOW).is_ok());
+        }
     }
 
     #[test]
