@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod dev_issuer;
 pub mod error;
+pub mod explain;
 pub mod gate;
 pub mod headers;
 pub mod http;

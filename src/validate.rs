@@ -77,12 +77,22 @@ impl<'a> Jws<'a> {
 
     /// Picks the key in `keys` for this token and verifies the signature with it.
     pub fn verify(&self, keys: &KeySet) -> Result<Arc<VerifyingKey>, AuthError> {
-        let key = keys.select(self.header.kid.as_deref(), self.header.alg)?;
+        self.verify_with(keys.select(self.header.kid.as_deref(), self.header.alg)?)
+    }
+
+    /// Verifies the signature with `key`, which [`KeySet::select`] picked for this token.
+    pub fn verify_with(&self, key: &Arc<VerifyingKey>) -> Result<Arc<VerifyingKey>, AuthError> {
         if key.verify(self.header.alg, self.signing_input.as_bytes(), self.signature) {
             Ok(key.clone())
         } else {
             Err(AuthError::BadSignature)
         }
+    }
+
+    /// The signature segment's length in bytes (never its value: `jwtgate explain` prints this).
+    pub fn signature_len(&self) -> usize {
+        // Unpadded base64url: every 4 characters carry 3 bytes, a partial group its whole bytes.
+        self.signature.len() * 3 / 4
     }
 }
 
@@ -197,6 +207,97 @@ fn typ_matches(got: Option<&str>, want: &str) -> bool {
     got.is_some_and(|g| norm(g) == norm(want))
 }
 
+/// One named check of the decision, in the order the pipeline runs them: what
+/// `jwtgate explain` lists, each with its outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// A bearer token is present and at most `token.max_bytes` ([`crate::gate::extract_token`]).
+    Token,
+    /// Compact JWS, strict JOSE header, a supported asymmetric `alg`.
+    Header,
+    /// The payload is a JSON object without duplicate members.
+    Claims,
+    /// `iss` is a configured issuer, and one the `auth-url` query allows.
+    Issuer,
+    /// The `alg` is in the issuer's `algorithms`.
+    Algorithm,
+    /// The issuer's `required_typ`, when configured.
+    TokenType,
+    /// `exp` (required), `nbf` and `iat`, with the issuer's leeway.
+    Time,
+    /// The issuer's `max_token_lifetime_seconds`, when configured.
+    Lifetime,
+    /// The audience claim holds an accepted audience.
+    Audience,
+    /// The issuer has usable keys (never loaded or past `max_stale_seconds`: 503).
+    Keys,
+    /// One key of the issuer fits the token's `kid` and `alg`.
+    Key,
+    /// The signature verifies with that key.
+    Signature,
+    /// Every scope the `auth-url` query requires is granted.
+    Scope,
+}
+
+impl Check {
+    /// Every check, in pipeline order.
+    pub const ALL: [Check; 13] = [
+        Check::Token,
+        Check::Header,
+        Check::Claims,
+        Check::Issuer,
+        Check::Algorithm,
+        Check::TokenType,
+        Check::Time,
+        Check::Lifetime,
+        Check::Audience,
+        Check::Keys,
+        Check::Key,
+        Check::Signature,
+        Check::Scope,
+    ];
+
+    /// Its name in `jwtgate explain` output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::Token => "token",
+            Check::Header => "header",
+            Check::Claims => "claims",
+            Check::Issuer => "issuer",
+            Check::Algorithm => "algorithm",
+            Check::TokenType => "typ",
+            Check::Time => "time",
+            Check::Lifetime => "lifetime",
+            Check::Audience => "audience",
+            Check::Keys => "keys",
+            Check::Key => "key",
+            Check::Signature => "signature",
+            Check::Scope => "scope",
+        }
+    }
+}
+
+/// Watches the checks as the pipeline runs them. The service passes `()`, which records
+/// nothing; `jwtgate explain` records each outcome. The decision itself never depends on it.
+pub trait Observe {
+    /// `check` ran: passed when `error` is `None`.
+    fn check(&mut self, check: Check, error: Option<&AuthError>);
+    /// `check` was not run, for the reason given (not configured, `--offline`).
+    fn skip(&mut self, check: Check, why: &'static str);
+    /// Records the outcome of `result` as `check` and returns it.
+    fn on<T>(&mut self, check: Check, result: Result<T, AuthError>) -> Result<T, AuthError> {
+        self.check(check, result.as_ref().err());
+        result
+    }
+}
+
+impl Observe for () {
+    #[inline]
+    fn check(&mut self, _: Check, _: Option<&AuthError>) {}
+    #[inline]
+    fn skip(&mut self, _: Check, _: &'static str) {}
+}
+
 /// Every check that needs no key material, cheapest first. Refusals after the issuer is
 /// known name it.
 pub fn precheck<'a>(
@@ -205,17 +306,30 @@ pub fn precheck<'a>(
     policy: &Policy,
     now: i64,
 ) -> Result<Candidate<'a>, Refused> {
-    let jws = Jws::parse(token)?;
-    let claims = crate::json::parse_object(&jws.payload).map_err(AuthError::Malformed)?;
+    precheck_observed(token, issuers, policy, now, &mut ())
+}
+
+/// [`precheck`], telling `obs` the outcome of each check.
+pub fn precheck_observed<'a>(
+    token: &'a str,
+    issuers: &[IssuerConfig],
+    policy: &Policy,
+    now: i64,
+    obs: &mut impl Observe,
+) -> Result<Candidate<'a>, Refused> {
+    let jws = obs.on(Check::Header, Jws::parse(token))?;
+    let claims = obs.on(Check::Claims, crate::json::parse_object(&jws.payload).map_err(AuthError::Malformed))?;
 
     // RFC 7519 §4.1.1: `iss` is a single StringOrURI; an array is not an issuer.
-    let iss = match claims.get("iss") {
-        Some(Value::String(s)) => s.as_str(),
-        Some(_) => return Err(AuthError::Malformed("iss is not a string").into()),
-        None => return Err(AuthError::Issuer.into()),
-    };
-    let index = issuers.iter().position(|i| i.issuer == iss).ok_or(AuthError::Issuer)?;
-    check_claims(jws, claims, &issuers[index], index, policy, now).map_err(|e| e.at(index))
+    let index = obs.on(
+        Check::Issuer,
+        match claims.get("iss") {
+            Some(Value::String(s)) => issuers.iter().position(|i| i.issuer == *s).ok_or(AuthError::Issuer),
+            Some(_) => Err(AuthError::Malformed("iss is not a string")),
+            None => Err(AuthError::Issuer),
+        },
+    )?;
+    check_claims(jws, claims, &issuers[index], index, policy, now, obs).map_err(|e| e.at(index))
 }
 
 /// The checks of [`precheck`] once the issuer is known.
@@ -226,22 +340,49 @@ fn check_claims<'a>(
     index: usize,
     policy: &Policy,
     now: i64,
+    obs: &mut impl Observe,
 ) -> Result<Candidate<'a>, AuthError> {
-    policy.check_issuer(index)?;
+    obs.on(Check::Issuer, policy.check_issuer(index))?;
 
-    if !issuer.algorithms.contains(&jws.header.alg) {
-        return Err(AuthError::Algorithm);
-    }
-    if let Some(want) = &issuer.required_typ
-        && !typ_matches(jws.header.typ.as_deref(), want)
-    {
-        return Err(AuthError::TokenType);
+    obs.on(
+        Check::Algorithm,
+        if issuer.algorithms.contains(&jws.header.alg) { Ok(()) } else { Err(AuthError::Algorithm) },
+    )?;
+    match &issuer.required_typ {
+        Some(want) => obs.on(
+            Check::TokenType,
+            if typ_matches(jws.header.typ.as_deref(), want) { Ok(()) } else { Err(AuthError::TokenType) },
+        )?,
+        None => obs.skip(Check::TokenType, "no required_typ configured"),
     }
 
     let leeway = issuer.leeway_seconds as i64;
-    let exp = numeric_date(&claims, "exp")?.ok_or(AuthError::Malformed("missing exp"))?;
-    let nbf = numeric_date(&claims, "nbf")?;
-    let iat = numeric_date(&claims, "iat")?;
+    let exp = obs.on(Check::Time, check_time(&claims, leeway, now))?;
+    match issuer.max_token_lifetime_seconds {
+        Some(max) => obs.on(
+            Check::Lifetime,
+            if exp.saturating_sub(now) > (max as i64).saturating_add(leeway) {
+                Err(AuthError::Lifetime)
+            } else {
+                Ok(())
+            },
+        )?,
+        None => obs.skip(Check::Lifetime, "no max_token_lifetime_seconds configured"),
+    }
+
+    let audiences = obs.on(
+        Check::Audience,
+        string_or_array(claims.get(&issuer.audience_claim)).and_then(|a| policy.check_audience(&a, issuer).map(|()| a)),
+    )?;
+
+    Ok(Candidate { jws, claims, issuer: index, exp, audiences })
+}
+
+/// `exp` (required), `nbf` and `iat` against `now` with `leeway`; returns `exp`.
+fn check_time(claims: &Map<String, Value>, leeway: i64, now: i64) -> Result<i64, AuthError> {
+    let exp = numeric_date(claims, "exp")?.ok_or(AuthError::Malformed("missing exp"))?;
+    let nbf = numeric_date(claims, "nbf")?;
+    let iat = numeric_date(claims, "iat")?;
     if now >= exp.saturating_add(leeway) {
         return Err(AuthError::Expired);
     }
@@ -250,16 +391,7 @@ fn check_claims<'a>(
     {
         return Err(AuthError::NotYetValid);
     }
-    if let Some(max) = issuer.max_token_lifetime_seconds
-        && exp.saturating_sub(now) > (max as i64).saturating_add(leeway)
-    {
-        return Err(AuthError::Lifetime);
-    }
-
-    let audiences = string_or_array(claims.get(&issuer.audience_claim))?;
-    policy.check_audience(&audiences, issuer)?;
-
-    Ok(Candidate { jws, claims, issuer: index, exp, audiences })
+    Ok(exp)
 }
 
 /// Verifies the signature with the issuer's keys and builds the identity.
@@ -270,12 +402,18 @@ pub fn finish(
     mapping: &[ClaimHeader],
 ) -> Result<(Identity, Arc<VerifyingKey>), AuthError> {
     let key = candidate.jws.verify(keys)?;
+    Ok((identity(candidate, issuers, mapping), key))
+}
+
+/// The identity of a candidate whose signature is verified (or, for `jwtgate explain
+/// --offline` only, deliberately not checked): audiences, scopes and the identity headers.
+pub fn identity(candidate: Candidate<'_>, issuers: &[IssuerConfig], mapping: &[ClaimHeader]) -> Identity {
     let issuer = &issuers[candidate.issuer];
     let audiences = candidate.audiences.into_iter().map(Box::from).collect();
     let scopes = scopes(&candidate.claims, &issuer.scope_claims).into_boxed_slice();
     let claims = Value::Object(candidate.claims);
     let headers = crate::headers::render(&claims, mapping).into_boxed_slice();
-    Ok((Identity { issuer: candidate.issuer, exp: candidate.exp, audiences, scopes, headers }, key))
+    Identity { issuer: candidate.issuer, exp: candidate.exp, audiences, scopes, headers }
 }
 
 /// The whole decision for one token with the keys in hand: [`precheck`], [`finish`], then the
@@ -288,10 +426,42 @@ pub fn validate(
     policy: &Policy,
     now: i64,
 ) -> Result<Identity, AuthError> {
-    let candidate = precheck(token, issuers, policy, now).map_err(|r| r.error)?;
-    let ks = keys[candidate.issuer];
-    let (identity, _) = finish(candidate, issuers, ks, mapping)?;
-    policy.check_scopes(&identity.scopes)?;
+    validate_observed(token, issuers, |i| Ok(Some(keys[i])), mapping, policy, now, &mut ()).map_err(|r| r.error)
+}
+
+/// [`validate`], telling `obs` each check's outcome. `keys(issuer)` gives the keys to verify
+/// with: `Ok(Some)`; `Err` when the issuer has none usable (503); `Ok(None)` skips the key and
+/// signature checks, which only `jwtgate explain --offline` asks for and says so.
+pub fn validate_observed<'k>(
+    token: &str,
+    issuers: &[IssuerConfig],
+    keys: impl FnOnce(usize) -> Result<Option<&'k KeySet>, AuthError>,
+    mapping: &[ClaimHeader],
+    policy: &Policy,
+    now: i64,
+    obs: &mut impl Observe,
+) -> Result<Identity, Refused> {
+    let candidate = precheck_observed(token, issuers, policy, now, obs)?;
+    let index = candidate.issuer;
+    let at = |e: AuthError| e.at(index);
+    match keys(index) {
+        Err(e) => {
+            obs.check(Check::Keys, Some(&e));
+            return Err(at(e));
+        }
+        Ok(Some(ks)) => {
+            obs.check(Check::Keys, None);
+            let key = obs.on(Check::Key, ks.select(candidate.jws.header.kid.as_deref(), candidate.jws.header.alg));
+            obs.on(Check::Signature, candidate.jws.verify_with(key.map_err(at)?)).map_err(at)?;
+        }
+        Ok(None) => {
+            obs.skip(Check::Keys, "--offline: no keys fetched");
+            obs.skip(Check::Key, "--offline: no keys fetched");
+            obs.skip(Check::Signature, "--offline: the signature was NOT checked");
+        }
+    }
+    let identity = identity(candidate, issuers, mapping);
+    obs.on(Check::Scope, policy.check_scopes(&identity.scopes)).map_err(at)?;
     Ok(identity)
 }
 
@@ -656,6 +826,45 @@ mod tests {
         assert!(check_with(&ring().sign("rs256-1", &c), &cfg, None).is_ok());
         c["client_id"] = json!("other-client");
         assert_eq!(check_with(&ring().sign("rs256-1", &c), &cfg, None).unwrap_err(), AuthError::Audience);
+    }
+
+    #[derive(Default)]
+    struct Order(Vec<(Check, bool)>);
+
+    impl Observe for Order {
+        fn check(&mut self, check: Check, error: Option<&AuthError>) {
+            self.0.push((check, error.is_none()));
+        }
+        fn skip(&mut self, check: Check, _: &'static str) {
+            self.0.push((check, true));
+        }
+    }
+
+    #[test]
+    fn the_observed_pipeline_runs_every_check_in_the_documented_order_and_stops_at_the_first_failure() {
+        let cfg = config("    max_token_lifetime_seconds: 3600\n    required_typ: JWT\n");
+        let (keys, _) = KeySet::from_jwks(ring().jwks().to_string().as_bytes(), 100).unwrap();
+        let token = ring().sign("es512-1", &claims());
+        let policy = Policy::parse(Some("scope=orders:read"), &cfg.issuers).unwrap();
+        let mut order = Order::default();
+        let scoped = with_claim("scope", json!("orders:read"));
+        let run = |t: &str, obs: &mut Order| {
+            validate_observed(t, &cfg.issuers, |_| Ok(Some(&keys)), &cfg.claims_to_headers, &policy, NOW, obs)
+        };
+        assert!(run(&scoped, &mut order).is_ok());
+        let mut seen: Vec<Check> = order.0.iter().map(|(c, _)| *c).collect();
+        seen.dedup();
+        // Check::Token is the HTTP layer's (extract_token), before the pipeline.
+        assert_eq!(seen, Check::ALL[1..]);
+        assert!(order.0.iter().all(|(_, ok)| *ok));
+        // A refusal: the failing check is the last one observed, and it is the one refused.
+        let mut order = Order::default();
+        assert_eq!(run(&token, &mut order).unwrap_err().error, AuthError::Scope("orders:read".into()));
+        assert_eq!(order.0.last(), Some(&(Check::Scope, false)));
+        let mut order = Order::default();
+        assert_eq!(run(&with_claim("exp", json!(NOW - 100)), &mut order).unwrap_err().error, AuthError::Expired);
+        assert_eq!(order.0.last(), Some(&(Check::Time, false)));
+        assert!(!order.0.iter().any(|(c, _)| *c == Check::Signature));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod attacks;
 mod cli;
+mod explain;
 mod helpers;
 mod http_api;
 mod key_lifecycle;
