@@ -224,3 +224,48 @@ async fn bad_query_or_config_exits_2_and_no_token_exits_1() {
     let e = explain(&yaml, &["--offline", "--query", "?aud=orders-api", &token], None).await;
     assert_eq!(e.code, 0, "{e:?}");
 }
+
+const EXAMPLE: &str = include_str!("../../examples/jwtgate.yaml");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_config_passes_check_config_and_explains_a_keycloak_token() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/jwtgate.yaml");
+    let out = Command::new(BIN).args(["check-config", "--config", path]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            "config ok",
+            "issuer keycloak: https://keycloak.example.com/realms/shop (jwks_uri https://keycloak.example.com/realms/shop/protocol/openid-connect/certs; audiences orders-api; algorithms RS256,ES512; leeway 30s)"
+        ]
+    );
+
+    // A token shaped like a Keycloak access token, ES512-signed, explained offline against it.
+    let mut ring = jwtgate::dev_issuer::KeyRing::default();
+    ring.add_key("kc-es512", jwtgate::algorithm::Algorithm::ES512);
+    let now = jwtgate::gate::unix_now();
+    let claims = json!({
+        "exp": now + 300, "iat": now, "jti": "onrtac:0b1d", "typ": "Bearer",
+        "iss": "https://keycloak.example.com/realms/shop", "aud": ["orders-api", "account"],
+        "sub": "f1b7c2c4-3f0e-4d53-9d0e-6a2b8f0d7c11", "azp": "shop-frontend",
+        "scope": "openid email profile orders:read", "preferred_username": "alice", "email": "alice@example.com",
+        "realm_access": {"roles": ["default-roles-shop", "customer"]},
+        "resource_access": {"orders-api": {"roles": ["reader"]}}
+    });
+    let token = ring.sign("kc-es512", &claims);
+    let e = explain(EXAMPLE, &["--offline", "--json", "--query", "scope=orders:read", &token], None).await;
+    assert_eq!(e.code, 0, "{e:?}");
+    let report: Value = serde_json::from_str(&e.stdout).unwrap();
+    let headers = &report["verdict"]["headers"];
+    assert_eq!(headers["X-Auth-User"], "alice");
+    assert_eq!(headers["X-Auth-Roles"], "default-roles-shop,customer");
+    assert_eq!(headers["X-Auth-Client-Roles"], "reader");
+    assert_eq!(check(&report, "lifetime")["outcome"], "passed");
+    // The same token for another API: the audience check names the refusal.
+    let e = explain(EXAMPLE, &["--offline", "--json", "--query", "aud=billing-api", &token], None).await;
+    assert_eq!(e.code, 1);
+    let report: Value = serde_json::from_str(&e.stdout).unwrap();
+    assert_eq!(report["verdict"]["reason"], "audience");
+    assert_no_signature(&e, &token);
+}
