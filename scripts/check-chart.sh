@@ -14,6 +14,9 @@
 #                                     config keys in values.schema.json == keys src/config.rs reads
 #   7. checkov (kubernetes)           rendered manifests
 #   8. checkov (dockerfile)           Dockerfile
+#   9. README install                 the README's "Install on Kubernetes": its helm install
+#                                     line with --dry-run=client and its values file; image,
+#                                     annotations and check-config on the rendered config
 #
 # Exits non-zero if any check fails; a summary of all checks is printed last.
 # Env: JWTGATE_TOOLS (tool dir, see install-chart-tools.sh), KEEP_RENDERS=1
@@ -285,10 +288,98 @@ def values_doc(values_path, readme_path):
     sys.exit(1 if (undocumented or missing or not documented) else 0)
 
 
+def readme_blocks(readme_path, heading):
+    """The fenced blocks (language, text) of one `## heading` section of the README."""
+    text = open(readme_path).read()
+    start = text.index("\n## " + heading + "\n")
+    end = text.find("\n## ", start + 1)
+    section = text[start:end if end != -1 else len(text)]
+    return re.findall(r"```(\w+)\n(.*?)```", section, re.S)
+
+
+def readme_install(readme_path, outdir):
+    """Writes the README's values file to OUTDIR, prints its helm install command (one line)."""
+    blocks = readme_blocks(readme_path, "Install on Kubernetes")
+    values = [b for lang, b in blocks if lang == "yaml" and b.startswith("# jwtgate-values.yaml\n")]
+    if len(values) != 1:
+        sys.exit("README 'Install on Kubernetes' needs exactly one ```yaml block starting '# jwtgate-values.yaml'")
+    with open(f"{outdir}/jwtgate-values.yaml", "w") as f:
+        f.write(values[0])
+    annotations = [b for lang, b in blocks if lang == "yaml" and "auth-url" in b]
+    if len(annotations) != 1:
+        sys.exit("README 'Install on Kubernetes' needs exactly one ```yaml block with the annotations")
+    with open(f"{outdir}/annotations.yaml", "w") as f:
+        f.write(annotations[0])
+    commands = []
+    for lang, b in blocks:
+        if lang != "sh":
+            continue
+        joined = re.sub(r"\\\n\s*", " ", b)
+        commands += [l.split("  #")[0].strip() for l in joined.splitlines()]
+    installs = [c for c in commands if c.startswith("helm install ")]
+    builds = [c for c in commands if c.startswith("docker build ")]
+    pushes = [c for c in commands if c.startswith("docker push ")]
+    if len(installs) != 1 or len(builds) != 1 or len(pushes) != 1:
+        sys.exit(f"README needs one docker build, docker push and helm install: {commands}")
+    built = re.search(r"-t (\S+)", builds[0]).group(1)
+    pushed = pushes[0].split()[2]
+    repo = re.search(r"image\.repository=(\S+)", installs[0]).group(1)
+    tag = re.search(r"image\.tag=(\S+)", installs[0]).group(1)
+    if not (built == pushed == f"{repo}:{tag}"):
+        sys.exit(f"README: built {built}, pushed {pushed}, installed {repo}:{tag}: they must be one image")
+    with open(f"{outdir}/image", "w") as f:
+        f.write(f"{repo}:{tag}")
+    print(installs[0])
+
+
+def install_check(output, outdir):
+    """Checks a `helm install --dry-run` output against the README's image and annotations."""
+    text = open(output).read()
+    if "\nMANIFEST:\n" not in text:
+        sys.exit("no MANIFEST in the helm install output")
+    manifest = text.split("\nMANIFEST:\n", 1)[1].split("\nNOTES:\n", 1)
+    notes = manifest[1] if len(manifest) > 1 else ""
+    docs = [d for d in yaml.safe_load_all(manifest[0]) if d]
+    by_kind = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], []).append(d)
+    errors = []
+    image = open(f"{outdir}/image").read()
+    dep = by_kind["Deployment"][0]
+    got = dep["spec"]["template"]["spec"]["containers"][0]["image"]
+    if got != image:
+        errors.append(f"Deployment image {got} is not the README's pushed image {image}")
+    if "WARNING" in notes:
+        errors.append("NOTES.txt warns on the README's install: " + notes[notes.index("WARNING"):][:200])
+    svc = by_kind["Service"][0]
+    ns = svc["metadata"].get("namespace", "")
+    port = [p["port"] for p in svc["spec"]["ports"] if p["name"] == "http"][0]
+    want_host = f"http://{svc['metadata']['name']}.{ns}.svc.cluster.local:{port}/verify"
+    ann = yaml.safe_load(open(f"{outdir}/annotations.yaml"))
+    url = ann["nginx.ingress.kubernetes.io/auth-url"]
+    if url.split("?")[0] != want_host:
+        errors.append(f"README auth-url {url} does not name the rendered Service ({want_host})")
+    config = yaml.safe_load(by_kind["ConfigMap"][0]["data"]["config.yaml"])
+    mapping = config.get("claims_to_headers") or [{"header": "X-Auth-Subject"}, {"header": "X-Auth-Issuer"}]
+    want_headers = ",".join(m["header"] for m in mapping)
+    got_headers = ann["nginx.ingress.kubernetes.io/auth-response-headers"]
+    if got_headers != want_headers:
+        errors.append(f"README auth-response-headers {got_headers} != claims_to_headers {want_headers}")
+    if notes and url.split("?")[0] not in notes:
+        errors.append("NOTES.txt does not print the README's auth-url")
+    with open(f"{outdir}/config.yaml", "w") as f:
+        f.write(by_kind["ConfigMap"][0]["data"]["config.yaml"])
+    for e in errors:
+        print("  " + e)
+    print(f"  image {got}; auth-url {url}; headers {got_headers}; {len(docs)} objects")
+    sys.exit(1 if errors else 0)
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"split": split, "crds-wiring": crds_wiring, "values-doc": values_doc,
-     "config-keys": config_keys}[cmd](*args)
+     "config-keys": config_keys, "readme-install": readme_install,
+     "install-check": install_check}[cmd](*args)
 PY
 chartcheck() { "${PY}" "${WORK}/chartcheck.py" "$@"; }
 
@@ -491,6 +582,36 @@ done
 
 section "8. checkov --framework dockerfile"
 run_checkov "dockerfile" "${CHECKOV_SKIP_DOCKERFILE}" --framework dockerfile -f "${ROOT}/Dockerfile"
+
+# ---------------------------------------------------------------------------
+section "9. README \"Install on Kubernetes\": helm install --dry-run=client"
+install_dir="${WORK}/readme-install"
+mkdir -p "${install_dir}"
+ln -s "${ROOT}/helm" "${install_dir}/helm"
+if install_cmd="$(chartcheck readme-install "${ROOT}/README.md" "${install_dir}")"; then
+  echo "  ${install_cmd} --dry-run=client"
+  if (cd "${install_dir}" && bash -c "${install_cmd} --dry-run=client") > "${WORK}/install.out" 2>&1; then
+    if chartcheck install-check "${WORK}/install.out" "${install_dir}" \
+       && "${jwtgate_bin}" check-config --config "${install_dir}/config.yaml" > "${WORK}/install-cc.log" 2>&1; then
+      ok "README install: helm install --dry-run=client, image, annotations, check-config"
+    else
+      cat "${WORK}/install-cc.log" 2>/dev/null || true
+      bad "README install: the rendered release does not match the README"
+    fi
+  else
+    cat "${WORK}/install.out"
+    bad "README install: helm install --dry-run=client failed"
+  fi
+else
+  bad "README install: the section's commands or values file are missing"
+fi
+# Installing the chart as shipped must say, at install time, that its image does not exist.
+if helm install "${RELEASE}" "${CHART}" --namespace "${NAMESPACE}" --dry-run=client 2>&1 \
+   | grep -q 'WARNING: image.repository is the placeholder'; then
+  ok "NOTES.txt warns when image.repository is the unpublished placeholder"
+else
+  bad "NOTES.txt does not warn about the placeholder image.repository"
+fi
 
 # ---------------------------------------------------------------------------
 section "summary"
