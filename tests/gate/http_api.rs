@@ -157,6 +157,7 @@ async fn healthz_and_readyz_report_per_issuer_state() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["issuers"]["main"]["state"], "ready");
     assert_eq!(body["issuers"]["main"]["keys"], 3);
+    assert_eq!(app.metric("jwtgate_ready").await, 1.0, "the readiness gauge follows /readyz");
 }
 
 #[tokio::test]
@@ -168,6 +169,7 @@ async fn readyz_is_503_naming_the_issuer_until_keys_load() {
     let error = app.wait_issuer_error("main").await;
     assert!(error.contains("HTTP 500"), "{error}");
     assert_eq!(app.readyz().await.1["issuers"]["main"]["state"], "loading");
+    assert!(app.metrics().await.lines().any(|l| l == "jwtgate_ready 0"), "the readiness gauge follows /readyz");
     // Tokens for an issuer without keys: 503, not 401.
     let r = app.verify(Some(&app.token("rs256-1")), "").await;
     assert_eq!(r.status(), 503);
@@ -176,6 +178,7 @@ async fn readyz_is_503_naming_the_issuer_until_keys_load() {
     app.issuer.set_mode(jwtgate::dev_issuer::Mode::Normal);
     app.wait_ready().await;
     assert_eq!(app.verify(Some(&app.token("rs256-1")), "").await.status(), 200);
+    assert_eq!(app.metric("jwtgate_ready").await, 1.0);
 }
 
 #[tokio::test]
