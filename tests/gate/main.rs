@@ -10,4 +10,5 @@ mod nginx;
 mod nginx_support;
 mod oidc;
 mod providers;
+mod runtime_contract;
 mod wycheproof;
