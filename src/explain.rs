@@ -18,6 +18,7 @@ use serde_json::{Map, Value, json};
 use crate::config::Config;
 use crate::error::{AuthError, Refused};
 use crate::gate::{Gate, extract_token};
+use crate::keys::KeySet;
 use crate::policy::Policy;
 use crate::validate::{self, Check, Observe};
 
@@ -109,6 +110,8 @@ pub struct Report {
     pub claims: Option<Value>,
     pub signature_bytes: Option<usize>,
     pub checks: Vec<(Check, Outcome)>,
+    /// For the failed check, what the token has against what the config wants (display only).
+    pub hint: Option<String>,
     pub signature_checked: bool,
     pub keys: KeysNote,
     pub verdict: Verdict,
@@ -168,6 +171,7 @@ pub async fn explain(config: Config, request: Request, now: i64) -> Result<Repor
         claims,
         signature_bytes: None,
         checks: Vec::new(),
+        hint: None,
         signature_checked: false,
         keys: if request.offline { KeysNote::Offline } else { KeysNote::NotNeeded },
         verdict: Verdict::Refuse(AuthError::MissingToken.into()),
@@ -184,6 +188,7 @@ pub async fn explain(config: Config, request: Request, now: i64) -> Result<Repor
     };
     report.signature_bytes = validate::Jws::parse(&token).ok().map(|j| j.signature_len());
 
+    let mut failed_keys: Option<KeySet> = None;
     if request.offline {
         let result = validate::validate_observed(
             &token,
@@ -221,6 +226,11 @@ pub async fn explain(config: Config, request: Request, now: i64) -> Result<Repor
             &mut trace,
         );
         report.signature_checked = matches!(trace.get(Check::Signature), Outcome::Passed | Outcome::Failed(_));
+        if let Outcome::Failed(_) = trace.get(Check::Key)
+            && let Ok(candidate) = validate::precheck(&token, &config.issuers, &policy, now)
+        {
+            failed_keys = snapshots[candidate.issuer].as_ref().map(|s| s.keys.clone());
+        }
         let issuer = match &decided {
             Ok(allowed) => Some(allowed.entry.identity.issuer),
             Err(r) => r.issuer,
@@ -254,7 +264,110 @@ pub async fn explain(config: Config, request: Request, now: i64) -> Result<Repor
         }
     }
     report.checks = Check::ALL.iter().map(|c| (*c, trace.get(*c))).collect();
+    report.hint = report
+        .checks
+        .iter()
+        .find(|(_, o)| matches!(o, Outcome::Failed(_)))
+        .and_then(|(c, _)| hint(*c, &config, &policy, &report.claims, &report.header, now, failed_keys.as_ref()));
     Ok(report)
+}
+
+/// A display-only detail for a failed check: what the token has and what the config wants.
+fn hint(
+    check: Check,
+    config: &Config,
+    policy: &Policy,
+    claims: &Option<Value>,
+    header: &Option<Value>,
+    now: i64,
+    keys: Option<&KeySet>,
+) -> Option<String> {
+    let claims = claims.as_ref().and_then(Value::as_object);
+    let iss = claims.and_then(|c| c.get("iss")).and_then(Value::as_str);
+    let issuer = iss.and_then(|i| config.issuers.iter().find(|c| c.issuer == i));
+    let show = |v: Option<&Value>| v.map_or("absent".to_string(), Value::to_string);
+    let list = |v: &[String]| v.join(", ");
+    match check {
+        Check::Issuer => {
+            let configured: Vec<String> = config.issuers.iter().map(|i| format!("{} = {}", i.name, i.issuer)).collect();
+            let mut h =
+                format!("iss {}; configured: {}", show(claims.and_then(|c| c.get("iss"))), configured.join(", "));
+            if let Some(only) = &policy.issuers {
+                let names: Vec<String> = only.iter().map(|i| config.issuers[*i].name.clone()).collect();
+                h += &format!("; the query allows only: {}", names.join(", "));
+            }
+            Some(h)
+        }
+        Check::Algorithm => {
+            let allowed: Vec<&str> = issuer?.algorithms.iter().map(|a| a.name()).collect();
+            Some(format!(
+                "alg {}; issuer `{}` allows {}",
+                show(header.as_ref()?.get("alg")),
+                issuer?.name,
+                allowed.join(", ")
+            ))
+        }
+        Check::TokenType => Some(format!(
+            "typ {}; issuer `{}` requires {}",
+            show(header.as_ref()?.get("typ")),
+            issuer?.name,
+            issuer?.required_typ.as_deref().unwrap_or("-")
+        )),
+        Check::Time => Some(format!("now {} ({now}); leeway {} s", utc(now), issuer?.leeway_seconds)),
+        Check::Lifetime => {
+            let exp = claims?.get("exp")?.as_i64()?;
+            Some(format!(
+                "exp is {} s ahead; max_token_lifetime_seconds {} (plus leeway {} s)",
+                exp - now,
+                issuer?.max_token_lifetime_seconds?,
+                issuer?.leeway_seconds
+            ))
+        }
+        Check::Audience => {
+            let i = issuer?;
+            let (accepted, from) = match &policy.audiences {
+                Some(a) => (a.as_slice(), "the query's aud="),
+                None => (i.audiences.as_slice(), "the issuer's audiences"),
+            };
+            Some(format!(
+                "{} {}; accepted ({from}): {}",
+                i.audience_claim,
+                show(claims?.get(&i.audience_claim)),
+                list(accepted)
+            ))
+        }
+        Check::Key => {
+            let kids: Vec<String> = keys?
+                .keys()
+                .iter()
+                .map(|k| {
+                    format!(
+                        "{} ({:?}{})",
+                        k.kid.as_deref().unwrap_or("no kid"),
+                        k.family,
+                        k.alg.map(|a| format!(", alg {a}")).unwrap_or_default()
+                    )
+                })
+                .collect();
+            Some(format!(
+                "kid {}, alg {}; the issuer's keys: {}",
+                show(header.as_ref()?.get("kid")),
+                show(header.as_ref()?.get("alg")),
+                kids.join(", ")
+            ))
+        }
+        Check::Scope => {
+            let i = issuer?;
+            let granted: Vec<String> =
+                i.scope_claims.iter().filter_map(|c| claims?.get(c).map(|v| format!("{c} {v}"))).collect();
+            Some(format!(
+                "required: {}; granted: {}",
+                list(&policy.scopes),
+                if granted.is_empty() { "none".into() } else { granted.join(", ") }
+            ))
+        }
+        _ => None,
+    }
 }
 
 fn header_list(headers: &[(http::HeaderName, HeaderValue)]) -> Vec<(String, String)> {
@@ -333,6 +446,9 @@ impl Report {
                     Outcome::Failed(e) => {
                         v["reason"] = json!(e.reason());
                         v["description"] = json!(e.description());
+                        if let Some(h) = &self.hint {
+                            v["hint"] = json!(h);
+                        }
                     }
                     Outcome::Skipped(why) => v["why"] = json!(why),
                     _ => {}
@@ -417,6 +533,9 @@ impl Report {
                 Outcome::NotRun => ("-   ", "not run (an earlier check failed)".to_string()),
             };
             let _ = writeln!(out, "  {mark}  {:<10} {detail}", check.name());
+            if let (Outcome::Failed(_), Some(h)) = (outcome, &self.hint) {
+                let _ = writeln!(out, "                   {h}");
+            }
         }
         let offline = if self.keys_offline() { " if the signature is valid (not checked: --offline)" } else { "" };
         let _ = writeln!(out);

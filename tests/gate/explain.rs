@@ -119,6 +119,17 @@ async fn explain_verdict_is_what_verify_answers_for_every_kind_of_token() {
             // Exactly one check failed, and it is the reason /verify gives.
             assert_eq!(failed.len(), 1, "{what}: {report:#}");
             assert_eq!(failed[0]["reason"], report["verdict"]["reason"], "{what}");
+            // What the token has against what the config wants, for the checks that compare.
+            let hint = failed[0]["hint"].as_str().unwrap_or("");
+            let want = match *what {
+                "missing scope" => "required: orders:write; granted: none",
+                "issuer not allowed by query" => "aud \"orders-api\"; accepted (the query's aud=): other",
+                "wrong audience" => "aud \"someone-else\"; accepted (the issuer's audiences): orders-api",
+                "unknown kid" => "kid \"gone\", alg \"RS256\"; the issuer's keys: rs256-1 (Rsa, alg RS256)",
+                "expired" => "leeway 30 s",
+                _ => "",
+            };
+            assert!(hint.contains(want), "{what}: hint {hint:?} lacks {want:?}");
         }
         if token.contains('.') && token.len() > 20 {
             assert_no_signature(&e, token);
