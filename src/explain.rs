@@ -202,11 +202,7 @@ pub async fn explain(config: Config, request: Request, now: i64) -> Result<Repor
         report.verdict = match result {
             Ok(identity) => Verdict::Allow {
                 headers: header_list(&identity.headers),
-                max_age: identity
-                    .exp
-                    .saturating_sub(now)
-                    .saturating_sub(1)
-                    .clamp(0, config.cache.max_ttl.as_secs() as i64) as u64,
+                max_age: crate::gate::max_age(identity.exp, now, config.cache.max_ttl),
             },
             Err(r) => Verdict::Refuse(r),
         };
