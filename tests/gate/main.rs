@@ -2,6 +2,7 @@
 
 mod attacks;
 mod cli;
+mod explain;
 mod helpers;
 mod hostile;
 mod http_api;
@@ -10,5 +11,6 @@ mod nginx;
 mod nginx_support;
 mod oidc;
 mod providers;
+mod runtime_contract;
 mod tls_idp;
 mod wycheproof;
