@@ -18,7 +18,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{Criterion, criterion_group};
 use http::HeaderMap;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{DecodingKey, Validation};
+use jwtgate::algorithm::Algorithm;
 use serde_json::{Value, json};
 
 use jwtgate::config::Config;
@@ -113,7 +114,7 @@ fn build_fixture(algs: &[(&'static str, Algorithm)]) -> Fixture {
 
 /// What a jsonwebtoken user would write for the same checks.
 fn raw_validation(alg: Algorithm) -> Validation {
-    let mut v = Validation::new(alg);
+    let mut v = Validation::new(alg.jsonwebtoken().expect("jsonwebtoken has it"));
     v.leeway = LEEWAY;
     v.validate_nbf = true;
     v.set_audience(&[AUD]);

@@ -6,20 +6,22 @@
 //! the scheme and the token's `cnf.jkt` must agree, the proof must pass [`check_proof`], its
 //! thumbprint must equal `cnf.jkt`, and its `jti` must be new ([`ReplayStore::check_and_insert`]).
 //!
-//! The proof's signature is verified with aws-lc-rs directly from the proof's own `jwk`: the
-//! token path's keys come from a JWKS and jsonwebtoken's algorithm set (no ES512, no `Ed25519`
-//! name), while a proof key is the client's and may use any algorithm of `dpop.algorithms`.
+//! The proof's signature is verified from the proof's own `jwk` by the token path's code: the
+//! JWK is parsed by [`crate::keys::parse_jwk`] and checked by [`VerifyingKey::verify`].
+//! [`ProofAlg`] keeps `EdDSA` and `Ed25519` apart only so that `dpop.algorithms` (and the
+//! challenge's `algs`) say what the operator wrote.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 
 use aws_lc_rs::digest;
-use aws_lc_rs::signature as sig;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
+use crate::algorithm::Algorithm;
 use crate::error::AuthError;
+use crate::keys::VerifyingKey;
 
 /// Longest proof read; a proof is a JOSE header with one public key and five short claims, and
 /// even an 8192-bit RSA key keeps it under 3 KiB.
@@ -164,7 +166,8 @@ pub fn check_proof(
     // Duplicate members are refused as in the token (RFC 8725 §2.6).
     let header = crate::json::parse_object(&b64(h)?).map_err(|_| proof_error("DPoP proof header is not JSON"))?;
     let claims = crate::json::parse_object(&b64(p)?).map_err(|_| proof_error("DPoP proof claims are not JSON"))?;
-    let signature = b64(s)?;
+    // The signature segment's encoding is checked now, so a bad one is malformed.
+    b64(s)?;
 
     // RFC 7515 §4.1.11 and the token path's rules: nothing we do not understand changes meaning.
     if header.contains_key("crit") || header.contains_key("b64") {
@@ -183,11 +186,8 @@ pub fn check_proof(
         Some(a) if config.algorithms.iter().any(|c| c.admits(a)) => a,
         _ => return Err(proof_error("DPoP proof algorithm not accepted")),
     };
-    let jwk = match header.get("jwk") {
-        Some(Value::Object(jwk)) => jwk,
-        _ => return Err(proof_error("DPoP proof has no jwk header")),
-    };
-    let key = PublicKey::from_jwk(jwk, alg)?;
+    let jwk = header.get("jwk").ok_or(proof_error("DPoP proof has no jwk header"))?;
+    let (key, key_alg) = public_key(jwk, alg)?;
 
     let string = |name: &str| claims.get(name).and_then(Value::as_str);
     let jti = string("jti").filter(|j| !j.is_empty()).ok_or(proof_error("DPoP proof has no jti"))?;
@@ -217,8 +217,10 @@ pub fn check_proof(
     if string("ath") != Some(access_token_hash(access_token).as_str()) {
         return Err(proof_error("DPoP proof ath does not match the access token"));
     }
-    key.verify(alg, &proof.as_bytes()[..h.len() + 1 + p.len()], &signature)?;
-    let jkt = thumbprint(jwk)?;
+    if !key.verify(key_alg, &proof.as_bytes()[..h.len() + 1 + p.len()], s) {
+        return Err(proof_error("DPoP proof signature does not verify"));
+    }
+    let jkt = thumbprint(jwk.as_object().expect("checked by public_key"))?;
     Ok(Proof { replay_id: replay_id(&jkt, jti), jkt, iat })
 }
 
@@ -255,101 +257,23 @@ pub fn thumbprint(jwk: &Map<String, Value>) -> Result<String, AuthError> {
     Ok(URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, canonical.as_bytes())))
 }
 
-/// A proof's public key, checked against its algorithm.
-enum PublicKey {
-    Ec(Vec<u8>),
-    Ed(Vec<u8>),
-    Rsa { n: Vec<u8>, e: Vec<u8> },
-}
-
-impl PublicKey {
-    fn from_jwk(jwk: &Map<String, Value>, alg: ProofAlg) -> Result<PublicKey, AuthError> {
-        // RFC 9449 §4.3 step 7: the key must not be a private key.
-        for private in ["d", "p", "q", "dp", "dq", "qi", "oth", "k"] {
-            if jwk.contains_key(private) {
-                return Err(proof_error("DPoP proof jwk holds private key material"));
-            }
-        }
-        let field = |name: &str| {
-            let v = jwk.get(name).and_then(Value::as_str).ok_or(proof_error("DPoP proof jwk lacks a member"))?;
-            URL_SAFE_NO_PAD.decode(v).map_err(|_| proof_error("DPoP proof jwk member is not base64url"))
-        };
-        let kty = jwk.get("kty").and_then(Value::as_str);
-        let crv = jwk.get("crv").and_then(Value::as_str);
-        let mismatch = || proof_error("DPoP proof jwk does not fit its algorithm");
-        match alg {
-            ProofAlg::ES256 | ProofAlg::ES384 | ProofAlg::ES512 => {
-                let (want, len) = match alg {
-                    ProofAlg::ES256 => ("P-256", 32),
-                    ProofAlg::ES384 => ("P-384", 48),
-                    _ => ("P-521", 66),
-                };
-                if kty != Some("EC") || crv != Some(want) {
-                    return Err(mismatch());
-                }
-                let (x, y) = (field("x")?, field("y")?);
-                if x.len() != len || y.len() != len {
-                    return Err(mismatch());
-                }
-                let mut point = Vec::with_capacity(1 + 2 * len);
-                point.push(0x04);
-                point.extend_from_slice(&x);
-                point.extend_from_slice(&y);
-                Ok(PublicKey::Ec(point))
-            }
-            ProofAlg::EdDSA | ProofAlg::Ed25519 => {
-                if kty != Some("OKP") || crv != Some("Ed25519") {
-                    return Err(mismatch());
-                }
-                let x = field("x")?;
-                if x.len() != 32 {
-                    return Err(mismatch());
-                }
-                Ok(PublicKey::Ed(x))
-            }
-            _ => {
-                if kty != Some("RSA") {
-                    return Err(mismatch());
-                }
-                let (n, e) = (field("n")?, field("e")?);
-                let first = n.iter().position(|&b| b != 0).unwrap_or(n.len());
-                let bits = (n.len() - first) * 8 - n.get(first).map_or(0, |b| b.leading_zeros() as usize);
-                // The same bounds as for issuer keys: under 2048 bits is weak.
-                if !(2048..=8192).contains(&bits) {
-                    return Err(proof_error("DPoP proof RSA key size not accepted"));
-                }
-                Ok(PublicKey::Rsa { n, e })
-            }
+/// The proof's public key, parsed by the same code as an issuer's JWKS entries
+/// ([`crate::keys::parse_jwk`]: RSA 2048 to 8192 bits and no ROCA modulus, EC points on their
+/// curve, `alg`/`use` consistent), and checked to fit the proof's algorithm.
+fn public_key(jwk: &Value, alg: ProofAlg) -> Result<(VerifyingKey, Algorithm), AuthError> {
+    let object = jwk.as_object().ok_or(proof_error("DPoP proof has no jwk header"))?;
+    // RFC 9449 §4.3 step 7: the key must not be a private key.
+    for private in ["d", "p", "q", "dp", "dq", "qi", "oth", "k"] {
+        if object.contains_key(private) {
+            return Err(proof_error("DPoP proof jwk holds private key material"));
         }
     }
-
-    fn verify(&self, alg: ProofAlg, message: &[u8], signature: &[u8]) -> Result<(), AuthError> {
-        let ok = match self {
-            PublicKey::Ec(point) => {
-                let params: &'static sig::EcdsaVerificationAlgorithm = match alg {
-                    ProofAlg::ES256 => &sig::ECDSA_P256_SHA256_FIXED,
-                    ProofAlg::ES384 => &sig::ECDSA_P384_SHA384_FIXED,
-                    _ => &sig::ECDSA_P521_SHA512_FIXED,
-                };
-                sig::UnparsedPublicKey::new(params, point).verify(message, signature).is_ok()
-            }
-            PublicKey::Ed(x) => sig::UnparsedPublicKey::new(&sig::ED25519, x).verify(message, signature).is_ok(),
-            PublicKey::Rsa { n, e } => {
-                let params: &'static sig::RsaParameters = match alg {
-                    ProofAlg::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
-                    ProofAlg::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
-                    ProofAlg::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
-                    ProofAlg::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
-                    ProofAlg::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
-                    _ => &sig::RSA_PSS_2048_8192_SHA512,
-                };
-                sig::RsaPublicKeyComponents { n: n.as_slice(), e: e.as_slice() }
-                    .verify(params, message, signature)
-                    .is_ok()
-            }
-        };
-        if ok { Ok(()) } else { Err(proof_error("DPoP proof signature does not verify")) }
+    let key = crate::keys::parse_jwk(jwk).map_err(|_| proof_error("DPoP proof jwk is not a usable public key"))?;
+    let alg = Algorithm::parse(alg.name()).expect("every proof algorithm is a token algorithm");
+    if !key.fits(alg) {
+        return Err(proof_error("DPoP proof jwk does not fit its algorithm"));
     }
+    Ok((key, alg))
 }
 
 /// `unreserved` of RFC 3986 §2.3: percent-encodings of these are decoded (§6.2.2.2).
@@ -604,7 +528,6 @@ impl ReplayStore {
 mod tests {
     use super::*;
     use crate::dev_issuer::KeyRing;
-    use jsonwebtoken::Algorithm;
     use serde_json::json;
     use std::sync::OnceLock;
 
@@ -618,6 +541,7 @@ mod tests {
             let mut r = KeyRing::standard();
             r.add_key("es384-1", Algorithm::ES384);
             r.add_key("ps256-1", Algorithm::PS256);
+            r.add_key("es512-1", Algorithm::ES512);
             r
         })
     }
@@ -638,6 +562,7 @@ mod tests {
         let a = match alg {
             "ES256" => Algorithm::ES256,
             "ES384" => Algorithm::ES384,
+            "ES512" => Algorithm::ES512,
             "EdDSA" | "Ed25519" => Algorithm::EdDSA,
             "PS256" => Algorithm::PS256,
             _ => Algorithm::RS256,
@@ -692,6 +617,7 @@ mod tests {
             ("es384-1", "ES384"),
             ("rs256-1", "RS256"),
             ("ps256-1", "PS256"),
+            ("es512-1", "ES512"),
         ] {
             let p = check(&proof(kid, alg, &claims())).unwrap_or_else(|e| panic!("{alg}: {e:?}"));
             assert_eq!(p.jkt, thumbprint(jwk(kid).as_object().unwrap()).unwrap());

@@ -65,6 +65,14 @@ pub fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
+/// How long nginx may cache an allow of a token expiring at `exp`: at most `max_ttl`.
+pub fn max_age(exp: i64, now: i64, max_ttl: std::time::Duration) -> u64 {
+    // `now` is whole seconds, so up to a second has already passed: one less keeps nginx's
+    // cache (which counts the whole last second as fresh) strictly before `exp`.
+    let remaining = exp.saturating_sub(now).saturating_sub(1).max(0) as u64;
+    remaining.min(max_ttl.as_secs())
+}
+
 /// Extracts the token: `Authorization: Bearer <token>` (scheme case-insensitive, RFC 6750 §2.1),
 /// else the configured cookie. More than one `Authorization` header is malformed.
 pub fn extract_token<'h>(headers: &'h HeaderMap, config: &crate::config::TokenConfig) -> Result<&'h str, AuthError> {
@@ -238,10 +246,7 @@ impl Gate {
         // The contract's order: the token itself, then the DPoP proof, then the policy.
         let dpop = self.check_dpop(&policy, credential, id, headers, now).map_err(refuse)?;
         policy.authorize(id, &self.config.issuers).map_err(refuse)?;
-        // `now` is whole seconds, so up to a second has already passed: one less keeps nginx's
-        // cache (which counts the whole last second as fresh) strictly before `exp`.
-        let remaining = entry.identity.exp.saturating_sub(now).saturating_sub(1).max(0) as u64;
-        let max_age = remaining.min(self.config.cache.max_ttl.as_secs());
+        let max_age = max_age(entry.identity.exp, now, self.config.cache.max_ttl);
         Ok(Allowed { entry, max_age, no_store: dpop })
     }
 

@@ -4,11 +4,13 @@
 //! with the verified-token cache and each issuer's key lifecycle ([`jwks`]); [`http`] serves it.
 #![forbid(unsafe_code)]
 
+pub mod algorithm;
 pub mod cli;
 pub mod config;
 pub mod dev_issuer;
 pub mod dpop;
 pub mod error;
+pub mod explain;
 pub mod gate;
 pub mod headers;
 pub mod http;

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderName, HeaderValue};
-use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
+use crate::algorithm::Algorithm;
 use crate::config::{ClaimHeader, IssuerConfig};
 use crate::error::{AuthError, Refused};
 use crate::keys::{KeySet, VerifyingKey};
@@ -77,16 +77,22 @@ impl<'a> Jws<'a> {
 
     /// Picks the key in `keys` for this token and verifies the signature with it.
     pub fn verify(&self, keys: &KeySet) -> Result<Arc<VerifyingKey>, AuthError> {
-        let key = keys.select(self.header.kid.as_deref(), self.header.alg)?;
-        match jsonwebtoken::crypto::verify(
-            self.signature,
-            self.signing_input.as_bytes(),
-            &key.decoding,
-            self.header.alg,
-        ) {
-            Ok(true) => Ok(key.clone()),
-            _ => Err(AuthError::BadSignature),
+        self.verify_with(keys.select(self.header.kid.as_deref(), self.header.alg)?)
+    }
+
+    /// Verifies the signature with `key`, which [`KeySet::select`] picked for this token.
+    pub fn verify_with(&self, key: &Arc<VerifyingKey>) -> Result<Arc<VerifyingKey>, AuthError> {
+        if key.verify(self.header.alg, self.signing_input.as_bytes(), self.signature) {
+            Ok(key.clone())
+        } else {
+            Err(AuthError::BadSignature)
         }
+    }
+
+    /// The signature segment's length in bytes (never its value: `jwtgate explain` prints this).
+    pub fn signature_len(&self) -> usize {
+        // Unpadded base64url: every 4 characters carry 3 bytes, a partial group its whole bytes.
+        self.signature.len() * 3 / 4
     }
 }
 
@@ -106,7 +112,7 @@ fn parse_header(bytes: &[u8]) -> Result<JoseHeader, AuthError> {
         return Err(AuthError::Malformed("JWE header parameters on a JWS"));
     }
     let alg = match h.get("alg") {
-        Some(Value::String(s)) => crate::config::parse_algorithm(s).ok_or(AuthError::Algorithm)?,
+        Some(Value::String(s)) => Algorithm::parse(s).ok_or(AuthError::Algorithm)?,
         Some(_) => return Err(AuthError::Malformed("alg is not a string")),
         None => return Err(AuthError::Malformed("missing alg")),
     };
@@ -136,6 +142,8 @@ pub struct Candidate<'a> {
     pub exp: i64,
     /// The values of the issuer's audience claim, read once by [`precheck`].
     pub audiences: Vec<String>,
+    /// `cnf.jkt`, the DPoP binding, read once by [`precheck`].
+    pub jkt: Option<Box<str>>,
 }
 
 /// A verified identity: what the token cache keeps and what headers are rendered from.
@@ -217,6 +225,97 @@ fn typ_matches(got: Option<&str>, want: &str) -> bool {
     got.is_some_and(|g| norm(g) == norm(want))
 }
 
+/// One named check of the decision, in the order the pipeline runs them: what
+/// `jwtgate explain` lists, each with its outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// A bearer token is present and at most `token.max_bytes` ([`crate::gate::extract_token`]).
+    Token,
+    /// Compact JWS, strict JOSE header, a supported asymmetric `alg`.
+    Header,
+    /// The payload is a JSON object without duplicate members.
+    Claims,
+    /// `iss` is a configured issuer, and one the `auth-url` query allows.
+    Issuer,
+    /// The `alg` is in the issuer's `algorithms`.
+    Algorithm,
+    /// The issuer's `required_typ`, when configured.
+    TokenType,
+    /// `exp` (required), `nbf` and `iat`, with the issuer's leeway.
+    Time,
+    /// The issuer's `max_token_lifetime_seconds`, when configured.
+    Lifetime,
+    /// The audience claim holds an accepted audience.
+    Audience,
+    /// The issuer has usable keys (never loaded or past `max_stale_seconds`: 503).
+    Keys,
+    /// One key of the issuer fits the token's `kid` and `alg`.
+    Key,
+    /// The signature verifies with that key.
+    Signature,
+    /// Every scope the `auth-url` query requires is granted.
+    Scope,
+}
+
+impl Check {
+    /// Every check, in pipeline order.
+    pub const ALL: [Check; 13] = [
+        Check::Token,
+        Check::Header,
+        Check::Claims,
+        Check::Issuer,
+        Check::Algorithm,
+        Check::TokenType,
+        Check::Time,
+        Check::Lifetime,
+        Check::Audience,
+        Check::Keys,
+        Check::Key,
+        Check::Signature,
+        Check::Scope,
+    ];
+
+    /// Its name in `jwtgate explain` output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::Token => "token",
+            Check::Header => "header",
+            Check::Claims => "claims",
+            Check::Issuer => "issuer",
+            Check::Algorithm => "algorithm",
+            Check::TokenType => "typ",
+            Check::Time => "time",
+            Check::Lifetime => "lifetime",
+            Check::Audience => "audience",
+            Check::Keys => "keys",
+            Check::Key => "key",
+            Check::Signature => "signature",
+            Check::Scope => "scope",
+        }
+    }
+}
+
+/// Watches the checks as the pipeline runs them. The service passes `()`, which records
+/// nothing; `jwtgate explain` records each outcome. The decision itself never depends on it.
+pub trait Observe {
+    /// `check` ran: passed when `error` is `None`.
+    fn check(&mut self, check: Check, error: Option<&AuthError>);
+    /// `check` was not run, for the reason given (not configured, `--offline`).
+    fn skip(&mut self, check: Check, why: &'static str);
+    /// Records the outcome of `result` as `check` and returns it.
+    fn on<T>(&mut self, check: Check, result: Result<T, AuthError>) -> Result<T, AuthError> {
+        self.check(check, result.as_ref().err());
+        result
+    }
+}
+
+impl Observe for () {
+    #[inline]
+    fn check(&mut self, _: Check, _: Option<&AuthError>) {}
+    #[inline]
+    fn skip(&mut self, _: Check, _: &'static str) {}
+}
+
 /// Every check that needs no key material, cheapest first. Refusals after the issuer is
 /// known name it.
 pub fn precheck<'a>(
@@ -225,17 +324,30 @@ pub fn precheck<'a>(
     policy: &Policy,
     now: i64,
 ) -> Result<Candidate<'a>, Refused> {
-    let jws = Jws::parse(token)?;
-    let claims = crate::json::parse_object(&jws.payload).map_err(AuthError::Malformed)?;
+    precheck_observed(token, issuers, policy, now, &mut ())
+}
+
+/// [`precheck`], telling `obs` the outcome of each check.
+pub fn precheck_observed<'a>(
+    token: &'a str,
+    issuers: &[IssuerConfig],
+    policy: &Policy,
+    now: i64,
+    obs: &mut impl Observe,
+) -> Result<Candidate<'a>, Refused> {
+    let jws = obs.on(Check::Header, Jws::parse(token))?;
+    let claims = obs.on(Check::Claims, crate::json::parse_object(&jws.payload).map_err(AuthError::Malformed))?;
 
     // RFC 7519 §4.1.1: `iss` is a single StringOrURI; an array is not an issuer.
-    let iss = match claims.get("iss") {
-        Some(Value::String(s)) => s.as_str(),
-        Some(_) => return Err(AuthError::Malformed("iss is not a string").into()),
-        None => return Err(AuthError::Issuer.into()),
-    };
-    let index = issuers.iter().position(|i| i.issuer == iss).ok_or(AuthError::Issuer)?;
-    check_claims(jws, claims, &issuers[index], index, policy, now).map_err(|e| e.at(index))
+    let index = obs.on(
+        Check::Issuer,
+        match claims.get("iss") {
+            Some(Value::String(s)) => issuers.iter().position(|i| i.issuer == *s).ok_or(AuthError::Issuer),
+            Some(_) => Err(AuthError::Malformed("iss is not a string")),
+            None => Err(AuthError::Issuer),
+        },
+    )?;
+    check_claims(jws, claims, &issuers[index], index, policy, now, obs).map_err(|e| e.at(index))
 }
 
 /// The checks of [`precheck`] once the issuer is known.
@@ -246,22 +358,51 @@ fn check_claims<'a>(
     index: usize,
     policy: &Policy,
     now: i64,
+    obs: &mut impl Observe,
 ) -> Result<Candidate<'a>, AuthError> {
-    policy.check_issuer(index)?;
+    obs.on(Check::Issuer, policy.check_issuer(index))?;
 
-    if !issuer.algorithms.contains(&jws.header.alg) {
-        return Err(AuthError::Algorithm);
-    }
-    if let Some(want) = &issuer.required_typ
-        && !typ_matches(jws.header.typ.as_deref(), want)
-    {
-        return Err(AuthError::TokenType);
+    obs.on(
+        Check::Algorithm,
+        if issuer.algorithms.contains(&jws.header.alg) { Ok(()) } else { Err(AuthError::Algorithm) },
+    )?;
+    match &issuer.required_typ {
+        Some(want) => obs.on(
+            Check::TokenType,
+            if typ_matches(jws.header.typ.as_deref(), want) { Ok(()) } else { Err(AuthError::TokenType) },
+        )?,
+        None => obs.skip(Check::TokenType, "no required_typ configured"),
     }
 
     let leeway = issuer.leeway_seconds as i64;
-    let exp = numeric_date(&claims, "exp")?.ok_or(AuthError::Malformed("missing exp"))?;
-    let nbf = numeric_date(&claims, "nbf")?;
-    let iat = numeric_date(&claims, "iat")?;
+    let exp = obs.on(Check::Time, check_time(&claims, leeway, now))?;
+    match issuer.max_token_lifetime_seconds {
+        Some(max) => obs.on(
+            Check::Lifetime,
+            if exp.saturating_sub(now) > (max as i64).saturating_add(leeway) {
+                Err(AuthError::Lifetime)
+            } else {
+                Ok(())
+            },
+        )?,
+        None => obs.skip(Check::Lifetime, "no max_token_lifetime_seconds configured"),
+    }
+
+    let audiences = obs.on(
+        Check::Audience,
+        string_or_array(claims.get(&issuer.audience_claim)).and_then(|a| policy.check_audience(&a, issuer).map(|()| a)),
+    )?;
+
+    let jkt = dpop_binding(&claims)?;
+
+    Ok(Candidate { jws, claims, issuer: index, exp, audiences, jkt })
+}
+
+/// `exp` (required), `nbf` and `iat` against `now` with `leeway`; returns `exp`.
+fn check_time(claims: &Map<String, Value>, leeway: i64, now: i64) -> Result<i64, AuthError> {
+    let exp = numeric_date(claims, "exp")?.ok_or(AuthError::Malformed("missing exp"))?;
+    let nbf = numeric_date(claims, "nbf")?;
+    let iat = numeric_date(claims, "iat")?;
     if now >= exp.saturating_add(leeway) {
         return Err(AuthError::Expired);
     }
@@ -270,16 +411,7 @@ fn check_claims<'a>(
     {
         return Err(AuthError::NotYetValid);
     }
-    if let Some(max) = issuer.max_token_lifetime_seconds
-        && exp.saturating_sub(now) > (max as i64).saturating_add(leeway)
-    {
-        return Err(AuthError::Lifetime);
-    }
-
-    let audiences = string_or_array(claims.get(&issuer.audience_claim))?;
-    policy.check_audience(&audiences, issuer)?;
-
-    Ok(Candidate { jws, claims, issuer: index, exp, audiences })
+    Ok(exp)
 }
 
 /// Verifies the signature with the issuer's keys and builds the identity.
@@ -290,13 +422,18 @@ pub fn finish(
     mapping: &[ClaimHeader],
 ) -> Result<(Identity, Arc<VerifyingKey>), AuthError> {
     let key = candidate.jws.verify(keys)?;
-    let jkt = dpop_binding(&candidate.claims)?;
+    Ok((identity(candidate, issuers, mapping), key))
+}
+
+/// The identity of a candidate whose signature is verified (or, for `jwtgate explain
+/// --offline` only, deliberately not checked): audiences, scopes and the identity headers.
+pub fn identity(candidate: Candidate<'_>, issuers: &[IssuerConfig], mapping: &[ClaimHeader]) -> Identity {
     let issuer = &issuers[candidate.issuer];
     let audiences = candidate.audiences.into_iter().map(Box::from).collect();
     let scopes = scopes(&candidate.claims, &issuer.scope_claims).into_boxed_slice();
     let claims = Value::Object(candidate.claims);
     let headers = crate::headers::render(&claims, mapping).into_boxed_slice();
-    Ok((Identity { issuer: candidate.issuer, exp: candidate.exp, audiences, scopes, headers, jkt }, key))
+    Identity { issuer: candidate.issuer, exp: candidate.exp, audiences, scopes, headers, jkt: candidate.jkt }
 }
 
 /// The whole decision for one token with the keys in hand: [`precheck`], [`finish`], then the
@@ -309,10 +446,42 @@ pub fn validate(
     policy: &Policy,
     now: i64,
 ) -> Result<Identity, AuthError> {
-    let candidate = precheck(token, issuers, policy, now).map_err(|r| r.error)?;
-    let ks = keys[candidate.issuer];
-    let (identity, _) = finish(candidate, issuers, ks, mapping)?;
-    policy.check_scopes(&identity.scopes)?;
+    validate_observed(token, issuers, |i| Ok(Some(keys[i])), mapping, policy, now, &mut ()).map_err(|r| r.error)
+}
+
+/// [`validate`], telling `obs` each check's outcome. `keys(issuer)` gives the keys to verify
+/// with: `Ok(Some)`; `Err` when the issuer has none usable (503); `Ok(None)` skips the key and
+/// signature checks, which only `jwtgate explain --offline` asks for and says so.
+pub fn validate_observed<'k>(
+    token: &str,
+    issuers: &[IssuerConfig],
+    keys: impl FnOnce(usize) -> Result<Option<&'k KeySet>, AuthError>,
+    mapping: &[ClaimHeader],
+    policy: &Policy,
+    now: i64,
+    obs: &mut impl Observe,
+) -> Result<Identity, Refused> {
+    let candidate = precheck_observed(token, issuers, policy, now, obs)?;
+    let index = candidate.issuer;
+    let at = |e: AuthError| e.at(index);
+    match keys(index) {
+        Err(e) => {
+            obs.check(Check::Keys, Some(&e));
+            return Err(at(e));
+        }
+        Ok(Some(ks)) => {
+            obs.check(Check::Keys, None);
+            let key = obs.on(Check::Key, ks.select(candidate.jws.header.kid.as_deref(), candidate.jws.header.alg));
+            obs.on(Check::Signature, candidate.jws.verify_with(key.map_err(at)?)).map_err(at)?;
+        }
+        Ok(None) => {
+            obs.skip(Check::Keys, "--offline: no keys fetched");
+            obs.skip(Check::Key, "--offline: no keys fetched");
+            obs.skip(Check::Signature, "--offline: the signature was NOT checked");
+        }
+    }
+    let identity = identity(candidate, issuers, mapping);
+    obs.on(Check::Scope, policy.check_scopes(&identity.scopes)).map_err(at)?;
     Ok(identity)
 }
 
@@ -333,13 +502,14 @@ mod tests {
             let mut r = KeyRing::standard();
             r.add_key("ps256-1", Algorithm::PS256);
             r.add_key("es384-1", Algorithm::ES384);
+            r.add_key("es512-1", Algorithm::ES512);
             r
         })
     }
 
     fn config(issuer_extra: &str) -> Config {
         Config::from_yaml(&format!(
-            "issuers:\n  - name: main\n    issuer: \"{ISS}\"\n    audiences: [orders-api]\n    algorithms: [RS256, ES256, EdDSA, ES384]\n{issuer_extra}"
+            "issuers:\n  - name: main\n    issuer: \"{ISS}\"\n    audiences: [orders-api]\n    algorithms: [RS256, ES256, EdDSA, ES384, ES512]\n{issuer_extra}"
         ))
         .unwrap()
     }
@@ -374,7 +544,7 @@ mod tests {
 
     #[test]
     fn valid_tokens_of_every_allowed_algorithm_are_accepted() {
-        for kid in ["rs256-1", "es256-1", "eddsa-1", "es384-1"] {
+        for kid in ["rs256-1", "es256-1", "eddsa-1", "es384-1", "es512-1"] {
             let id = check(&ring().sign(kid, &claims())).unwrap_or_else(|e| panic!("{kid}: {e:?}"));
             assert_eq!(id.exp, NOW + 300);
             assert_eq!(id.headers[0].1, "alice");
@@ -411,6 +581,76 @@ mod tests {
     fn algorithm_not_fitting_the_key_type_is_refused() {
         let t = raw("rs256-1", Algorithm::RS256, json!({"alg": "ES256", "kid": "rs256-1"}), claims());
         assert_eq!(check(&t).unwrap_err(), AuthError::Algorithm);
+    }
+
+    #[test]
+    fn es512_is_bound_to_p521_keys_both_ways() {
+        // ES512 claimed for a P-256 key, and ES256 claimed for the P-521 key.
+        let t = raw("es256-1", Algorithm::ES256, json!({"alg": "ES512", "kid": "es256-1"}), claims());
+        assert_eq!(check(&t).unwrap_err(), AuthError::Algorithm);
+        let t = raw("es512-1", Algorithm::ES512, json!({"alg": "ES256", "kid": "es512-1"}), claims());
+        assert_eq!(check(&t).unwrap_err(), AuthError::Algorithm);
+        // Not in the allow-list: refused before any key is looked at.
+        let cfg = config("");
+        let mut no_es512 = cfg.clone();
+        no_es512.issuers[0].algorithms.retain(|a| *a != Algorithm::ES512);
+        let t = ring().sign("es512-1", &claims());
+        assert!(check_with(&t, &cfg, None).is_ok());
+        assert_eq!(check_with(&t, &no_es512, None).unwrap_err(), AuthError::Algorithm);
+    }
+
+    #[test]
+    fn es512_signature_that_is_not_r_and_s_of_66_octets_is_a_bad_signature() {
+        let t = ring().sign("es512-1", &claims());
+        let (input, sig) = t.rsplit_once('.').unwrap();
+        let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+        assert_eq!(sig.len(), 132);
+        let mut flipped = sig.clone();
+        flipped[70] ^= 1;
+        let zero = vec![0u8; 132];
+        // The same R and S, DER-encoded as X.509 tools emit them (RFC 7518 §3.4 forbids it).
+        let der = {
+            let int = |b: &[u8]| {
+                let b = &b[b.iter().position(|&x| x != 0).unwrap_or(b.len() - 1)..];
+                let pad = b[0] & 0x80 != 0;
+                let mut v = vec![0x02, (b.len() + pad as usize) as u8];
+                if pad {
+                    v.push(0);
+                }
+                v.extend_from_slice(b);
+                v
+            };
+            let body = [int(&sig[..66]), int(&sig[66..])].concat();
+            [vec![0x30, 0x81, body.len() as u8], body].concat()
+        };
+        for bad in [flipped, zero, sig[..131].to_vec(), [sig.clone(), vec![0]].concat(), der] {
+            assert_eq!(check(&format!("{input}.{}", b64(&bad))).unwrap_err(), AuthError::BadSignature);
+        }
+    }
+
+    #[test]
+    fn ed25519_and_eddsa_are_one_algorithm_in_headers_allow_lists_and_jwks() {
+        // A token whose header says `Ed25519` (RFC 9864), under an allow-list that says `EdDSA`.
+        let t = raw("eddsa-1", Algorithm::EdDSA, json!({"alg": "Ed25519", "kid": "eddsa-1"}), claims());
+        assert!(check(&t).is_ok());
+        // An allow-list that says only `Ed25519` allows both spellings, and nothing else.
+        let cfg = Config::from_yaml(&format!(
+            "issuers:\n  - {{name: main, issuer: \"{ISS}\", audiences: [orders-api], algorithms: [Ed25519]}}\n"
+        ))
+        .unwrap();
+        assert!(check_with(&t, &cfg, None).is_ok());
+        assert!(check_with(&ring().sign("eddsa-1", &claims()), &cfg, None).is_ok());
+        assert_eq!(check_with(&ring().sign("es256-1", &claims()), &cfg, None).unwrap_err(), AuthError::Algorithm);
+        // A JWK published with `alg: Ed25519` (Node's WebCrypto exports them so) is an Ed25519
+        // key that verifies tokens of either spelling.
+        let mut jwk = ring().public_jwk("eddsa-1");
+        jwk["alg"] = json!("Ed25519");
+        let (keys, skipped) = KeySet::from_jwks(json!({ "keys": [jwk] }).to_string().as_bytes(), 10).unwrap();
+        assert!(skipped.is_empty(), "{skipped:?}");
+        let policy = Policy::default();
+        for token in [t, ring().sign("eddsa-1", &claims())] {
+            assert!(validate(&token, &cfg.issuers, &[&keys], &[], &policy, NOW).is_ok());
+        }
     }
 
     #[test]
@@ -606,6 +846,45 @@ mod tests {
         assert!(check_with(&ring().sign("rs256-1", &c), &cfg, None).is_ok());
         c["client_id"] = json!("other-client");
         assert_eq!(check_with(&ring().sign("rs256-1", &c), &cfg, None).unwrap_err(), AuthError::Audience);
+    }
+
+    #[derive(Default)]
+    struct Order(Vec<(Check, bool)>);
+
+    impl Observe for Order {
+        fn check(&mut self, check: Check, error: Option<&AuthError>) {
+            self.0.push((check, error.is_none()));
+        }
+        fn skip(&mut self, check: Check, _: &'static str) {
+            self.0.push((check, true));
+        }
+    }
+
+    #[test]
+    fn the_observed_pipeline_runs_every_check_in_the_documented_order_and_stops_at_the_first_failure() {
+        let cfg = config("    max_token_lifetime_seconds: 3600\n    required_typ: JWT\n");
+        let (keys, _) = KeySet::from_jwks(ring().jwks().to_string().as_bytes(), 100).unwrap();
+        let token = ring().sign("es512-1", &claims());
+        let policy = Policy::parse(Some("scope=orders:read"), &cfg.issuers).unwrap();
+        let mut order = Order::default();
+        let scoped = with_claim("scope", json!("orders:read"));
+        let run = |t: &str, obs: &mut Order| {
+            validate_observed(t, &cfg.issuers, |_| Ok(Some(&keys)), &cfg.claims_to_headers, &policy, NOW, obs)
+        };
+        assert!(run(&scoped, &mut order).is_ok());
+        let mut seen: Vec<Check> = order.0.iter().map(|(c, _)| *c).collect();
+        seen.dedup();
+        // Check::Token is the HTTP layer's (extract_token), before the pipeline.
+        assert_eq!(seen, Check::ALL[1..]);
+        assert!(order.0.iter().all(|(_, ok)| *ok));
+        // A refusal: the failing check is the last one observed, and it is the one refused.
+        let mut order = Order::default();
+        assert_eq!(run(&token, &mut order).unwrap_err().error, AuthError::Scope("orders:read".into()));
+        assert_eq!(order.0.last(), Some(&(Check::Scope, false)));
+        let mut order = Order::default();
+        assert_eq!(run(&with_claim("exp", json!(NOW - 100)), &mut order).unwrap_err().error, AuthError::Expired);
+        assert_eq!(order.0.last(), Some(&(Check::Time, false)));
+        assert!(!order.0.iter().any(|(c, _)| *c == Check::Signature));
     }
 
     #[test]

@@ -12,7 +12,7 @@
 
 use std::sync::LazyLock;
 
-use jsonwebtoken::Algorithm;
+use jwtgate::algorithm::Algorithm;
 use jwtgate::config::Config;
 use jwtgate::dev_issuer::KeyRing;
 use jwtgate::keys::KeySet;

@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 use aws_lc_rs::hmac;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use jsonwebtoken::Algorithm;
+use jwtgate::algorithm::Algorithm;
 use jwtgate::config::Config;
 use jwtgate::dev_issuer::{DevIssuer, KeyRing};
 use jwtgate::error::AuthError;

@@ -1,7 +1,7 @@
 //! DPoP (RFC 9449) over HTTP: proofs made by hand for every refusal the contract lists, replay,
 //! the challenges, and the no-store 200.
 
-use jsonwebtoken::Algorithm;
+use jwtgate::algorithm::Algorithm;
 use jwtgate::dev_issuer::KeyRing;
 use jwtgate::gate::unix_now;
 use serde_json::{Value, json};

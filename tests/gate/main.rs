@@ -3,6 +3,7 @@
 mod attacks;
 mod cli;
 mod dpop;
+mod explain;
 mod helpers;
 mod hostile;
 mod http_api;
@@ -11,5 +12,6 @@ mod nginx;
 mod nginx_support;
 mod oidc;
 mod providers;
+mod runtime_contract;
 mod tls_idp;
 mod wycheproof;
