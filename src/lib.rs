@@ -4,6 +4,7 @@
 //! with the verified-token cache and each issuer's key lifecycle ([`jwks`]); [`http`] serves it.
 #![forbid(unsafe_code)]
 
+pub mod claims;
 pub mod cli;
 pub mod config;
 pub mod dev_issuer;
@@ -16,6 +17,7 @@ pub mod jwks;
 pub mod keys;
 pub mod metrics;
 pub mod policy;
+pub mod rules;
 pub mod shutdown;
 pub mod telemetry;
 pub mod token_cache;

@@ -1,0 +1,214 @@
+//! Claim requirements from the `auth-url` query: `claim.PATH=v1,v2`.
+//!
+//! PATH is the path language of `claims_to_headers` ([`ClaimPath`]: a dotted path, or an RFC 6901
+//! JSON pointer when it starts with `/`), one implementation for both. A requirement is met when
+//! the claim at PATH equals one of the listed values (any-of); every requirement of a query must
+//! be met (all-of). Strings compare exactly; numbers and booleans compare by their JSON text
+//! (`claim.email_verified=true`, `claim.tier=2`); an array claim matches when any of its elements
+//! does; a missing or null claim, an object, or an array nested in an array never matches.
+
+use std::sync::OnceLock;
+
+use cel::common::value::Val;
+use serde_json::Value;
+
+pub use crate::headers::ClaimPath;
+
+/// A verified claims set, kept with the cached identity so that requirements and policies run on
+/// every request, cache hit or miss. Its CEL form is made on the first policy evaluation and kept.
+pub struct Claims {
+    json: Value,
+    cel: OnceLock<Box<dyn Val>>,
+}
+
+impl std::fmt::Debug for Claims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Claim values are personal data: never in a debug dump that may reach a log.
+        f.write_str("Claims(..)")
+    }
+}
+
+impl Claims {
+    pub fn new(json: Value) -> Claims {
+        Claims { json, cel: OnceLock::new() }
+    }
+
+    /// The claims set as JSON.
+    pub fn json(&self) -> &Value {
+        &self.json
+    }
+
+    /// The claims set as a CEL value, converted once.
+    pub fn cel(&self) -> &dyn Val {
+        self.cel.get_or_init(|| crate::rules::claims_to_cel(&self.json)).as_ref()
+    }
+
+    /// A top-level claim.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.json.get(name)
+    }
+}
+
+/// One `claim.PATH=v1,v2` parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequirement {
+    /// PATH as the query wrote it (after form decoding): what a refusal names.
+    pub raw: Box<str>,
+    pub path: ClaimPath,
+    /// Accepted values; the claim must equal one of them.
+    pub values: Box<[Box<str>]>,
+}
+
+impl ClaimRequirement {
+    /// Parses the PATH (the part after `claim.`) and the value list of one parameter.
+    pub fn parse(raw: &str, values: &str) -> Result<ClaimRequirement, String> {
+        let shown = crate::claims::shown(raw);
+        if raw.is_empty() {
+            return Err("empty claim path in `claim.`".to_string());
+        }
+        // An empty reference token (`/a//b`, `/`) names a claim no issuer sends: a typo.
+        if raw.starts_with('/') && raw.split('/').skip(1).any(str::is_empty) {
+            return Err(format!("claim path `{shown}` has an empty segment"));
+        }
+        let path = ClaimPath::parse(raw).map_err(|why| format!("claim path `{shown}` {why}"))?;
+        let values: Box<[Box<str>]> = values.split(',').filter(|v| !v.is_empty()).map(Box::from).collect();
+        if values.is_empty() {
+            return Err(format!("empty `claim.{shown}`"));
+        }
+        Ok(ClaimRequirement { raw: raw.into(), path, values })
+    }
+
+    /// True when the claim at the path equals one of the accepted values.
+    pub fn is_met(&self, claims: &Value) -> bool {
+        match self.path.lookup(claims) {
+            Some(Value::Array(items)) => items.iter().any(|item| self.scalar_matches(item)),
+            Some(v) => self.scalar_matches(v),
+            None => false,
+        }
+    }
+
+    /// A string, number or boolean equal (by its JSON text for the latter two) to an accepted value.
+    fn scalar_matches(&self, v: &Value) -> bool {
+        match v {
+            Value::String(s) => self.values.iter().any(|x| **x == **s),
+            Value::Bool(b) => {
+                let text = if *b { "true" } else { "false" };
+                self.values.iter().any(|x| &**x == text)
+            }
+            Value::Number(n) => {
+                let text = n.to_string();
+                self.values.iter().any(|x| **x == *text)
+            }
+            Value::Null | Value::Array(_) | Value::Object(_) => false,
+        }
+    }
+}
+
+/// Query text as it may appear in a log line or a 400's reason: at most 60 characters, no
+/// control characters.
+pub(crate) fn shown(s: &str) -> String {
+    s.chars().take(60).filter(|c| !c.is_control()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn req(path: &str, values: &str) -> ClaimRequirement {
+        ClaimRequirement::parse(path, values).unwrap()
+    }
+
+    fn claims() -> Value {
+        json!({
+            "sub": "alice",
+            "email_verified": true,
+            "tier": 2,
+            "ratio": 1.5,
+            "nothing": null,
+            "groups": ["dev", "ops"],
+            "mixed": ["x", 7, false, ["nested"], {"o": 1}],
+            "realm_access": {"roles": ["admin", "user"]},
+            "resource_access": {"orders-api": {"roles": ["reader"]}},
+            "https://example.com/roles": ["editor"],
+            "a.b": "dotted-name",
+        })
+    }
+
+    #[test]
+    fn a_string_claim_matches_one_of_the_values() {
+        assert!(req("sub", "bob,alice").is_met(&claims()));
+        assert!(!req("sub", "bob").is_met(&claims()));
+        // Exact comparison: no case folding, no trimming, no prefix match.
+        assert!(!req("sub", "Alice").is_met(&claims()));
+        assert!(!req("sub", "alic").is_met(&claims()));
+    }
+
+    #[test]
+    fn an_array_claim_matches_when_any_element_does() {
+        assert!(req("groups", "ops").is_met(&claims()));
+        assert!(req("groups", "qa,dev").is_met(&claims()));
+        assert!(!req("groups", "qa").is_met(&claims()));
+        assert!(req("mixed", "7").is_met(&claims()));
+        assert!(req("mixed", "false").is_met(&claims()));
+        // Nested arrays and objects inside an array never match, not even by their JSON text.
+        assert!(!req("mixed", "nested").is_met(&claims()));
+        assert!(!req("mixed", r#"["nested"]"#).is_met(&claims()));
+        assert!(!req("mixed", r#"{"o":1}"#).is_met(&claims()));
+    }
+
+    #[test]
+    fn numbers_and_booleans_compare_by_their_json_text() {
+        assert!(req("email_verified", "true").is_met(&claims()));
+        assert!(!req("email_verified", "false").is_met(&claims()));
+        assert!(!req("email_verified", "True").is_met(&claims()));
+        assert!(req("tier", "2").is_met(&claims()));
+        assert!(!req("tier", "2.0").is_met(&claims()));
+        assert!(req("ratio", "1.5").is_met(&claims()));
+        // A string claim compares as the string it is.
+        assert!(req("x", "true").is_met(&json!({"x": "true"})));
+    }
+
+    #[test]
+    fn missing_null_and_object_claims_never_match() {
+        assert!(!req("absent", "x").is_met(&claims()));
+        assert!(!req("nothing", "null").is_met(&claims()));
+        assert!(!req("realm_access", r#"{"roles":["admin","user"]}"#).is_met(&claims()));
+        assert!(!req("sub.deeper", "alice").is_met(&claims()));
+        assert!(!req("groups.0", "dev").is_met(&claims()), "dotted paths do not index arrays");
+    }
+
+    #[test]
+    fn dotted_paths_and_json_pointers_reach_nested_and_namespaced_claims() {
+        assert!(req("realm_access.roles", "admin").is_met(&claims()));
+        assert!(req("resource_access.orders-api.roles", "reader").is_met(&claims()));
+        assert!(req("/https:~1~1example.com~1roles", "editor").is_met(&claims()));
+        assert!(req("/a.b", "dotted-name").is_met(&claims()));
+        assert!(req("/groups/1", "ops").is_met(&claims()), "a pointer may index an array (RFC 6901)");
+        // A dotted path splits on every dot, so a claim whose name contains one needs a pointer.
+        assert!(!req("a.b", "dotted-name").is_met(&claims()));
+    }
+
+    #[test]
+    fn bad_paths_and_empty_values_are_refused() {
+        for (path, values) in [
+            ("", "x"),
+            ("/", "x"),
+            ("/a//b", "x"),
+            ("a..b", "x"),
+            (".a", "x"),
+            ("a.", "x"),
+            ("/a~2b", "x"),
+            ("/a~", "x"),
+            ("a", ""),
+            ("a", ",,"),
+        ] {
+            assert!(ClaimRequirement::parse(path, values).is_err(), "{path:?}={values:?}");
+        }
+    }
+
+    #[test]
+    fn empty_values_between_commas_are_dropped() {
+        assert_eq!(&*req("sub", "a,,b,").values, [Box::from("a"), Box::from("b")]);
+    }
+}
