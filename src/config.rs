@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
@@ -15,6 +16,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use crate::headers::ClaimPath;
+use crate::rules::Policies;
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
@@ -22,6 +24,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub issuers: Vec<IssuerConfig>,
     pub claims_to_headers: Vec<ClaimHeader>,
+    /// Named CEL policies (`policies:`), compiled; referenced from an `auth-url` as `?policy=`.
+    pub policies: Arc<Policies>,
     pub jwks: JwksConfig,
     pub token: TokenConfig,
     pub cache: CacheConfig,
@@ -345,6 +349,7 @@ fn read_config(root: &Value, errs: &mut Vec<String>) -> Option<Config> {
 
     let issuers = read_issuers(top.get("issuers"), errs);
     let claims_to_headers = read_claims_to_headers(top.get("claims_to_headers"), errs);
+    let policies = read_policies(top.get("policies"), errs);
 
     let mut j = Section::new("jwks", top.get("jwks"), errs);
     let refresh = j.integer("refresh_interval_seconds", 300, 1, 7 * 86400, errs);
@@ -399,6 +404,7 @@ fn read_config(root: &Value, errs: &mut Vec<String>) -> Option<Config> {
         listen,
         issuers: issuers?,
         claims_to_headers,
+        policies: Arc::new(policies),
         jwks: JwksConfig {
             refresh_interval: Duration::from_secs(refresh),
             min_refresh_interval: Duration::from_secs(min_refresh),
@@ -527,6 +533,38 @@ fn read_issuers(value: Option<&Value>, errs: &mut Vec<String>) -> Option<Vec<Iss
         }
     }
     Some(out)
+}
+
+/// A policy name as `?policy=` lists it: never a comma, nothing that needs encoding in a query.
+fn valid_policy_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+}
+
+/// `policies:` — a mapping of name to CEL expression, each compiled now (see [`crate::rules`]).
+fn read_policies(value: Option<&Value>, errs: &mut Vec<String>) -> Policies {
+    let map = match value {
+        None => return Policies::default(),
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            errs.push("policies: must be a mapping of name to CEL expression".into());
+            return Policies::default();
+        }
+    };
+    let mut entries = Vec::with_capacity(map.len());
+    for (name, expr) in map {
+        if !valid_policy_name(name) {
+            errs.push(format!("policies.{name}: the name must match [A-Za-z0-9_.-]{{1,64}}"));
+            continue;
+        }
+        match expr {
+            Value::String(s) if !s.trim().is_empty() => entries.push((name.as_str(), s.as_str())),
+            _ => errs.push(format!("policies.{name}: must be a non-empty string (a CEL expression)")),
+        }
+    }
+    Policies::compile(entries).unwrap_or_else(|e| {
+        errs.extend(e);
+        Policies::default()
+    })
 }
 
 fn read_claims_to_headers(value: Option<&Value>, errs: &mut Vec<String>) -> Vec<ClaimHeader> {

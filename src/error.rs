@@ -36,13 +36,39 @@ pub enum AuthError {
     KeysUnavailable,
     /// The `auth-url` query string is not a valid policy. The text names the problem.
     BadPolicy(String),
+    /// Valid token, but the authentication behind it is not the one asked for (RFC 9470): 401
+    /// with an `insufficient_user_authentication` challenge.
+    StepUp(StepUp),
+    /// Valid token, but a `claim.PATH=` requirement is not met. Holds PATH as the query wrote it.
+    Claim(Box<str>),
+    /// Valid token, but a named policy did not evaluate to `true`.
+    Policy(PolicyDenial),
+}
+
+/// What a step-up challenge carries (RFC 9470 §3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepUp {
+    /// The `error_description`: fixed text, never token content.
+    pub description: &'static str,
+    /// `acr_values`: the `acr=` list, space-separated, when the query has one.
+    pub acr_values: Option<Box<str>>,
+    /// `max_age` when the query has one.
+    pub max_age: Option<u64>,
+}
+
+/// A named policy that denied, and why when it did not simply evaluate to `false`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyDenial {
+    pub name: Box<str>,
+    /// The evaluation error (or non-boolean result), for the `warn` log line; `None` for `false`.
+    pub error: Option<String>,
 }
 
 impl AuthError {
     /// The HTTP status the contract gives this refusal.
     pub fn status(&self) -> StatusCode {
         match self {
-            AuthError::Scope(_) => StatusCode::FORBIDDEN,
+            AuthError::Scope(_) | AuthError::Claim(_) | AuthError::Policy(_) => StatusCode::FORBIDDEN,
             AuthError::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             AuthError::BadPolicy(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::UNAUTHORIZED,
@@ -67,6 +93,9 @@ impl AuthError {
             AuthError::Scope(_) => "scope",
             AuthError::KeysUnavailable => "keys_unavailable",
             AuthError::BadPolicy(_) => "bad_policy",
+            AuthError::StepUp(_) => "step_up",
+            AuthError::Claim(_) => "claim",
+            AuthError::Policy(_) => "policy",
         }
     }
 
@@ -88,6 +117,9 @@ impl AuthError {
             AuthError::Scope(_) => "insufficient scope",
             AuthError::KeysUnavailable => "signing keys unavailable",
             AuthError::BadPolicy(_) => "bad policy",
+            AuthError::StepUp(s) => s.description,
+            AuthError::Claim(_) => "claim requirement not met",
+            AuthError::Policy(_) => "policy not met",
         }
     }
 }
@@ -129,6 +161,9 @@ pub const REASONS: &[&str] = &[
     "token_type",
     "unknown_key",
     "scope",
+    "claim",
+    "policy",
+    "step_up",
     "keys_unavailable",
     "bad_policy",
 ];

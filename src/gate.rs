@@ -33,6 +33,8 @@ pub struct Gate {
 pub struct Allowed {
     pub entry: Arc<Entry>,
     pub max_age: u64,
+    /// The decision read the original request (a policy reads `request`): nginx must not reuse it.
+    pub no_store: bool,
 }
 
 /// Seconds since the Unix epoch.
@@ -127,9 +129,10 @@ impl Gate {
         issuer.map_or("none", |i| self.config.issuers[i].name.as_str())
     }
 
-    /// Decides one `/verify` request.
+    /// Decides one `/verify` request: authenticate (cache hit, or verification), then authorize
+    /// on every request alike.
     pub async fn decide(&self, query: Option<&str>, headers: &HeaderMap, now: i64) -> Result<Allowed, Refused> {
-        let policy = self.policies.get(query, &self.config.issuers)?;
+        let policy = self.policies.get(query, &self.config)?;
         let token = extract_token(headers, &self.config.token)?;
         let digest = crate::token_cache::digest(token);
 
@@ -144,21 +147,23 @@ impl Gate {
                 }
                 // Past max_stale, even cached identities are not vouched for.
                 self.issuers[id.issuer].current().map_err(refuse)?;
-                policy.authorize(id, &self.config.issuers).map_err(refuse)?;
                 entry
             }
             None => {
                 self.metrics.cache_misses.inc();
                 let (identity, key) = self.authenticate(token, &policy, now).await?;
-                policy.check_scopes(&identity.scopes).map_err(|e| e.at(identity.issuer))?;
                 self.cache.insert(digest, identity, &key, now)
             }
         };
+        let grant = crate::authorization::authorize(&entry.identity, &policy, &self.config, headers, now)
+            .map_err(|e| e.at(entry.identity.issuer))?;
         // `now` is whole seconds, so up to a second has already passed: one less keeps nginx's
-        // cache (which counts the whole last second as fresh) strictly before `exp`.
-        let remaining = entry.identity.exp.saturating_sub(now).saturating_sub(1).max(0) as u64;
+        // cache (which counts the whole last second as fresh) strictly before `exp`, and before
+        // `auth_time` + `max_age` under step-up.
+        let end = grant.until.map_or(entry.identity.exp, |until| until.min(entry.identity.exp));
+        let remaining = end.saturating_sub(now).saturating_sub(1).max(0) as u64;
         let max_age = remaining.min(self.config.cache.max_ttl.as_secs());
-        Ok(Allowed { entry, max_age })
+        Ok(Allowed { entry, max_age, no_store: grant.per_request })
     }
 
     /// Verifies a token that is not in the cache.

@@ -4,6 +4,7 @@
 //! with the verified-token cache and each issuer's key lifecycle ([`jwks`]); [`http`] serves it.
 #![forbid(unsafe_code)]
 
+pub mod authorization;
 pub mod claims;
 pub mod cli;
 pub mod config;

@@ -18,6 +18,7 @@ use http::{HeaderName, HeaderValue};
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
+use crate::claims::Claims;
 use crate::config::{ClaimHeader, IssuerConfig};
 use crate::error::{AuthError, Refused};
 use crate::keys::{KeySet, VerifyingKey};
@@ -139,7 +140,7 @@ pub struct Candidate<'a> {
 }
 
 /// A verified identity: what the token cache keeps and what headers are rendered from.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Identity {
     pub issuer: usize,
     pub exp: i64,
@@ -149,6 +150,8 @@ pub struct Identity {
     pub scopes: Box<[Box<str>]>,
     /// Identity headers, rendered once at verification.
     pub headers: Box<[(HeaderName, HeaderValue)]>,
+    /// The verified claims set: what `claim.`, step-up and policies read on every request.
+    pub claims: Claims,
 }
 
 /// Reads a NumericDate claim: a JSON number within the safe integer range (RFC 7519 §2).
@@ -279,7 +282,8 @@ pub fn finish(
     let scopes = scopes(&candidate.claims, &issuer.scope_claims).into_boxed_slice();
     let claims = Value::Object(candidate.claims);
     let headers = crate::headers::render(&claims, mapping).into_boxed_slice();
-    Ok((Identity { issuer: candidate.issuer, exp: candidate.exp, audiences, scopes, headers }, key))
+    let claims = Claims::new(claims);
+    Ok((Identity { issuer: candidate.issuer, exp: candidate.exp, audiences, scopes, headers, claims }, key))
 }
 
 /// The whole decision for one token with the keys in hand: [`precheck`], [`finish`], then the
@@ -333,7 +337,7 @@ mod tests {
 
     fn check_with(token: &str, cfg: &Config, query: Option<&str>) -> Result<Identity, AuthError> {
         let (keys, _) = KeySet::from_jwks(ring().jwks().to_string().as_bytes(), 100).unwrap();
-        let policy = Policy::parse(query, &cfg.issuers)?;
+        let policy = Policy::parse(query, cfg)?;
         validate(token, &cfg.issuers, &[&keys], &cfg.claims_to_headers, &policy, NOW)
     }
 

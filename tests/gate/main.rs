@@ -1,6 +1,7 @@
 //! The integration-test binary: the whole service over HTTP against an in-process issuer.
 
 mod attacks;
+mod authorization;
 mod cli;
 mod helpers;
 mod http_api;

@@ -467,7 +467,7 @@ async fn example_ingress_matches_the_gate_config_the_nginx_tests_use() {
     assert_eq!(url.host_str(), Some("jwtgate.jwtgate.svc.cluster.local"));
     assert_eq!(url.port(), Some(8080));
     assert_eq!(url.path(), "/verify");
-    let policy = Policy::parse(url.query(), &config.issuers).expect("the example's policy parses");
+    let policy = Policy::parse(url.query(), &config).expect("the example's policy parses");
     assert_eq!(policy.audiences, Some(vec!["orders-api".to_string()]));
     assert_eq!(policy.scopes, ["orders:read"]);
     assert_eq!(policy.audiences.as_ref().unwrap()[0], AUD, "the nginx tests' tokens carry this audience");
