@@ -150,7 +150,7 @@ fn cache_hit(c: &mut Criterion) {
     let candidate = validate::precheck(token, &fx.config.issuers, &policy, fx.now).expect("precheck");
     let (identity, key) =
         validate::finish(candidate, &fx.config.issuers, &fx.keys, &fx.config.claims_to_headers).expect("finish");
-    let cache = TokenCache::new(100_000, Duration::from_secs(300));
+    let cache = TokenCache::new(100_000, 1 << 30, Duration::from_secs(300));
     cache.insert(token_cache::digest(token), identity, &key, fx.now);
     let validation = raw_validation(Algorithm::RS256);
     let raw = raw_key(&fx.ring, "rs256");
@@ -451,7 +451,7 @@ fn count_instructions(fx: &Fixture, case: &str, n: u64) {
             let policy = Policy::parse(Some(QUERY), &fx.config).expect("policy");
             let candidate = validate::precheck(token, issuers, &policy, fx.now).expect("precheck");
             let (identity, key) = validate::finish(candidate, issuers, &fx.keys, mapping).expect("finish");
-            let cache = TokenCache::new(100_000, Duration::from_secs(300));
+            let cache = TokenCache::new(100_000, 1 << 30, Duration::from_secs(300));
             cache.insert(token_cache::digest(token), identity, &key, fx.now);
             run_loop(n, &mut || {
                 let entry = cache.get(&token_cache::digest(black_box(token))).expect("hit");

@@ -25,7 +25,7 @@ fn main() {
     let ring = jwtgate::dev_issuer::KeyRing::standard();
     let (keys, _) = KeySet::from_jwks(ring.jwks().to_string().as_bytes(), 10).unwrap();
     let key = keys.keys()[0].clone();
-    let cache = TokenCache::new(n, std::time::Duration::from_secs(300));
+    let cache = TokenCache::new(n, u64::MAX / 2, std::time::Duration::from_secs(300));
     let before = rss_kib();
     let names = [HeaderName::from_static("x-auth-subject"), HeaderName::from_static("x-auth-issuer")];
     for i in 0..n {

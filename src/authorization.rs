@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::error::{AuthError, PolicyDenial, StepUp};
 use crate::policy::Policy;
-use crate::rules::RequestVars;
+use crate::rules::{CelClaims, RequestVars};
 use crate::validate::Identity;
 
 /// What an allowed request's answer may be cached for.
@@ -42,8 +42,9 @@ pub fn authorize(
     }
     if !policy.policies.is_empty() {
         let vars = policy.reads_request.then(|| request_vars(request));
+        let claims = CelClaims::new(&identity.claims);
         for &index in &policy.policies {
-            let denial = match config.policies.evaluate(index, &identity.claims, vars.as_ref()) {
+            let denial = match config.policies.evaluate(index, &claims, vars.as_ref()) {
                 Ok(true) => continue,
                 Ok(false) => None,
                 Err(why) => Some(why),

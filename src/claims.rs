@@ -7,18 +7,16 @@
 //! (`claim.email_verified=true`, `claim.tier=2`); an array claim matches when any of its elements
 //! does; a missing or null claim, an object, or an array nested in an array never matches.
 
-use std::sync::OnceLock;
-
-use cel::common::value::Val;
 use serde_json::Value;
 
 pub use crate::headers::ClaimPath;
 
 /// A verified claims set, kept with the cached identity so that requirements and policies run on
-/// every request, cache hit or miss. Its CEL form is made on the first policy evaluation and kept.
+/// every request, cache hit or miss. It knows roughly how much memory it holds, so that the
+/// token cache can be bounded by bytes ([`crate::token_cache`]).
 pub struct Claims {
     json: Value,
-    cel: OnceLock<Box<dyn Val>>,
+    heap_bytes: usize,
 }
 
 impl std::fmt::Debug for Claims {
@@ -30,7 +28,8 @@ impl std::fmt::Debug for Claims {
 
 impl Claims {
     pub fn new(json: Value) -> Claims {
-        Claims { json, cel: OnceLock::new() }
+        let heap_bytes = heap_bytes(&json);
+        Claims { json, heap_bytes }
     }
 
     /// The claims set as JSON.
@@ -38,14 +37,32 @@ impl Claims {
         &self.json
     }
 
-    /// The claims set as a CEL value, converted once.
-    pub fn cel(&self) -> &dyn Val {
-        self.cel.get_or_init(|| crate::rules::claims_to_cel(&self.json)).as_ref()
-    }
-
     /// A top-level claim.
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.json.get(name)
+    }
+
+    /// An estimate of the heap memory this claims set holds.
+    pub fn heap_bytes(&self) -> usize {
+        self.heap_bytes
+    }
+}
+
+/// Heap bytes of a JSON value as serde_json lays it out: strings by capacity, arrays by their
+/// element slots, objects as B-tree leaves of 11 (key, value) slots each (a small object still
+/// takes a whole leaf, which is where most of the memory of a claims set goes).
+fn heap_bytes(v: &Value) -> usize {
+    const SLOT: usize = std::mem::size_of::<String>() + std::mem::size_of::<Value>();
+    match v {
+        Value::String(s) => s.capacity(),
+        Value::Array(items) => {
+            items.capacity() * std::mem::size_of::<Value>() + items.iter().map(heap_bytes).sum::<usize>()
+        }
+        Value::Object(map) => {
+            let leaves = map.len().div_ceil(11).max(1);
+            leaves * (11 * SLOT + 16) + map.iter().map(|(k, v)| k.capacity() + heap_bytes(v)).sum::<usize>()
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
     }
 }
 
@@ -205,6 +222,16 @@ mod tests {
         ] {
             assert!(ClaimRequirement::parse(path, values).is_err(), "{path:?}={values:?}");
         }
+    }
+
+    #[test]
+    fn the_memory_estimate_grows_with_the_claims_set() {
+        let small = Claims::new(json!({"sub": "a"}));
+        let big = Claims::new(claims());
+        assert!(small.heap_bytes() >= 11 * 56, "a one-claim object still takes a whole leaf");
+        assert!(big.heap_bytes() > small.heap_bytes() * 3, "{} vs {}", big.heap_bytes(), small.heap_bytes());
+        let long = Claims::new(json!({"sub": "x".repeat(10_000)}));
+        assert!(long.heap_bytes() >= 10_000);
     }
 
     #[test]

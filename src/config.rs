@@ -89,6 +89,8 @@ pub struct TokenConfig {
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
     pub max_entries: u64,
+    /// Estimated memory the cached identities (claims sets included) may hold.
+    pub max_bytes: u64,
     pub max_ttl: Duration,
 }
 
@@ -375,6 +377,7 @@ fn read_config(root: &Value, errs: &mut Vec<String>) -> Option<Config> {
 
     let mut c = Section::new("cache", top.get("cache"), errs);
     let max_entries = c.integer("max_entries", 30_000, 0, 100_000_000, errs);
+    let cache_max_bytes = c.integer("max_bytes", 48 << 20, 1 << 20, 64 << 30, errs);
     let max_ttl = c.integer("max_ttl_seconds", 300, 0, 86400, errs);
     c.finish(errs);
 
@@ -414,7 +417,7 @@ fn read_config(root: &Value, errs: &mut Vec<String>) -> Option<Config> {
             max_keys: max_keys as usize,
         },
         token: TokenConfig { max_bytes: max_bytes as usize, cookie },
-        cache: CacheConfig { max_entries, max_ttl: Duration::from_secs(max_ttl) },
+        cache: CacheConfig { max_entries, max_bytes: cache_max_bytes, max_ttl: Duration::from_secs(max_ttl) },
         log: LogConfig { format, level },
         shutdown: ShutdownConfig { drain_delay: Duration::from_secs(drain_delay), grace: Duration::from_secs(grace) },
     })

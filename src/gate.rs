@@ -104,7 +104,7 @@ impl Gate {
         if !errors.is_empty() {
             return Err(errors.join("\n"));
         }
-        let cache = TokenCache::new(config.cache.max_entries, config.cache.max_ttl);
+        let cache = TokenCache::new(config.cache.max_entries, config.cache.max_bytes, config.cache.max_ttl);
         Ok(Gate { config: Arc::new(config), issuers: issuers.into(), cache, metrics, policies: Arc::default() })
     }
 

@@ -8,9 +8,8 @@
 //! time only `true` allows; any other result, and any evaluation error (a missing claim, a wrong
 //! type), denies.
 //!
-//! The claims set is converted to CEL values once per verified token (kept with the cached
-//! identity, [`Claims`]) and lent to each evaluation; `request` is built only for a policy that
-//! reads it.
+//! The claims set is converted to CEL values once per request that names policies
+//! ([`CelClaims`]) and lent to each evaluation; `request` is built only when a policy reads it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -108,9 +107,9 @@ impl Policies {
 
     /// Evaluates policy `index`: `Ok(true)` allows, `Ok(false)` denies, `Err` (evaluation error or a
     /// non-boolean result, described for the log) denies too.
-    pub fn evaluate(&self, index: usize, claims: &Claims, request: Option<&RequestVars>) -> Result<bool, String> {
+    pub fn evaluate(&self, index: usize, claims: &CelClaims, request: Option<&RequestVars>) -> Result<bool, String> {
         let policy = &self.list[index];
-        let vars = Vars { claims: claims.cel(), request: request.map(|r| r.value.as_ref()) };
+        let vars = Vars { claims: claims.0.as_ref(), request: request.map(|r| r.value.as_ref()) };
         let mut context = Context::with_env(self.env.clone());
         context.set_variable_resolver(&vars);
         match policy.program.execute(&context) {
@@ -234,10 +233,13 @@ impl VariableResolver for Vars<'_> {
     }
 }
 
-/// A claims set as CEL values, for [`crate::claims::Claims`], which converts it on first use
-/// and keeps it with the cached identity.
-pub(crate) fn claims_to_cel(claims: &Value) -> Box<dyn Val> {
-    to_cel(claims).try_into().expect("JSON values convert to CEL values")
+/// A claims set as CEL values: made once per request that names policies, and lent to each.
+pub struct CelClaims(Box<dyn Val>);
+
+impl CelClaims {
+    pub fn new(claims: &Claims) -> CelClaims {
+        CelClaims(to_cel(claims.json()).try_into().expect("JSON values convert to CEL values"))
+    }
 }
 
 /// JSON to CEL: integral numbers (within i64) are `int`, other numbers `double`.
@@ -321,7 +323,7 @@ mod tests {
     }
 
     fn eval(source: &str, claims: Value, request: Option<&RequestVars>) -> Result<bool, String> {
-        one(source).evaluate(0, &Claims::new(claims), request)
+        one(source).evaluate(0, &CelClaims::new(&Claims::new(claims)), request)
     }
 
     fn keycloak() -> Value {
