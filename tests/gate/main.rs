@@ -2,6 +2,7 @@
 
 mod attacks;
 mod authorization;
+mod authorization_docs;
 mod cli;
 mod helpers;
 mod http_api;
