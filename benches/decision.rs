@@ -165,7 +165,8 @@ fn cache_hit(c: &mut Criterion) {
             b.iter(|| {
                 let digest = token_cache::digest(black_box(token));
                 let entry = cache.get(&digest).expect("hit");
-                authorize(&entry.identity, &policy, &fx.config, &request, fx.now).expect("allowed");
+                authorize(&entry.identity, &policy, &fx.config.issuers[0], &fx.config.policies, &request, fx.now)
+                    .expect("allowed");
                 black_box(entry.identity.headers.clone())
             })
         });
@@ -455,7 +456,15 @@ fn count_instructions(fx: &Fixture, case: &str, n: u64) {
             cache.insert(token_cache::digest(token), identity, &key, fx.now);
             run_loop(n, &mut || {
                 let entry = cache.get(&token_cache::digest(black_box(token))).expect("hit");
-                authorize(&entry.identity, &policy, &fx.config, &HeaderMap::new(), fx.now).expect("allowed");
+                authorize(
+                    &entry.identity,
+                    &policy,
+                    &fx.config.issuers[0],
+                    &fx.config.policies,
+                    &HeaderMap::new(),
+                    fx.now,
+                )
+                .expect("allowed");
                 black_box(entry.identity.headers.clone());
             })
         }

@@ -8,10 +8,10 @@
 use http::HeaderMap;
 use serde_json::Value;
 
-use crate::config::Config;
+use crate::config::IssuerConfig;
 use crate::error::{AuthError, PolicyDenial, StepUp};
 use crate::policy::Policy;
-use crate::rules::{CelClaims, RequestVars};
+use crate::rules::{CelClaims, Policies, RequestVars};
 use crate::validate::Identity;
 
 /// What an allowed request's answer may be cached for.
@@ -24,15 +24,16 @@ pub struct Grant {
     pub per_request: bool,
 }
 
-/// Runs every authorization check of `policy` on `identity`, in the contract's order.
+/// Runs every authorization check of `policy` on `identity` (verified by `issuer`), in the
+/// contract's order. `policies` are the config's named policies; `request` the headers nginx sent.
 pub fn authorize(
     identity: &Identity,
     policy: &Policy,
-    config: &Config,
+    issuer: &IssuerConfig,
+    policies: &Policies,
     request: &HeaderMap,
     now: i64,
 ) -> Result<Grant, AuthError> {
-    let issuer = &config.issuers[identity.issuer];
     policy.check_issuer(identity.issuer)?;
     policy.check_audience(&identity.audiences, issuer)?;
     let until = step_up(identity, policy, issuer.leeway_seconds as i64, now)?;
@@ -44,12 +45,12 @@ pub fn authorize(
         let vars = policy.reads_request.then(|| request_vars(request));
         let claims = CelClaims::new(&identity.claims);
         for &index in &policy.policies {
-            let denial = match config.policies.evaluate(index, &claims, vars.as_ref()) {
+            let denial = match policies.evaluate(index, &claims, vars.as_ref()) {
                 Ok(true) => continue,
                 Ok(false) => None,
                 Err(why) => Some(why),
             };
-            let name = config.policies.get(index).name.clone();
+            let name = policies.get(index).name.clone();
             return Err(AuthError::Policy(PolicyDenial { name, error: denial }));
         }
     }
@@ -101,6 +102,7 @@ fn step_up(identity: &Identity, policy: &Policy, leeway: i64, now: i64) -> Resul
 mod tests {
     use super::*;
     use crate::claims::Claims;
+    use crate::config::Config;
     use serde_json::json;
 
     const NOW: i64 = 1_800_000_000;
@@ -133,7 +135,7 @@ policies:
     fn run(claims: Value, query: &str, headers: &HeaderMap) -> Result<Grant, AuthError> {
         let cfg = config();
         let policy = Policy::parse(Some(query), &cfg).unwrap();
-        authorize(&identity(claims), &policy, &cfg, headers, NOW)
+        authorize(&identity(claims), &policy, &cfg.issuers[0], &cfg.policies, headers, NOW)
     }
 
     fn step_up_error(r: Result<Grant, AuthError>) -> StepUp {

@@ -155,8 +155,10 @@ impl Gate {
                 self.cache.insert(digest, identity, &key, now)
             }
         };
-        let grant = crate::authorization::authorize(&entry.identity, &policy, &self.config, headers, now)
-            .map_err(|e| e.at(entry.identity.issuer))?;
+        let id = &entry.identity;
+        let issuer = &self.config.issuers[id.issuer];
+        let grant = crate::authorization::authorize(id, &policy, issuer, &self.config.policies, headers, now)
+            .map_err(|e| e.at(id.issuer))?;
         // `now` is whole seconds, so up to a second has already passed: one less keeps nginx's
         // cache (which counts the whole last second as fresh) strictly before `exp`, and before
         // `auth_time` + `max_age` under step-up.
