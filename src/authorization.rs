@@ -43,7 +43,10 @@ pub fn authorize(
     }
     if !policy.policies.is_empty() {
         let vars = policy.reads_request.then(|| request_vars(request));
-        let claims = CelClaims::new(&identity.claims);
+        let claims = match &policy.policy_claims {
+            Some(names) => CelClaims::only(&identity.claims, names),
+            None => CelClaims::new(&identity.claims),
+        };
         for &index in &policy.policies {
             let denial = match policies.evaluate(index, &claims, vars.as_ref()) {
                 Ok(true) => continue,

@@ -28,6 +28,8 @@ pub struct Policy {
     pub policies: Vec<usize>,
     /// One of the named policies reads `request`: the decision holds for this request only.
     pub reads_request: bool,
+    /// The top-level claims the named policies read, or `None` when one reads `claims` whole.
+    pub policy_claims: Option<Vec<Box<str>>>,
     /// `acr=v1,v2`: the token's `acr` must be one of these (RFC 9470).
     pub acr: Option<Vec<String>>,
     /// `max_age=N`: the token's `auth_time` must be at most N seconds (plus leeway) ago.
@@ -87,7 +89,19 @@ impl Policy {
                             .policies
                             .position(name)
                             .ok_or_else(|| AuthError::BadPolicy(format!("unknown policy `{}`", shown(name))))?;
-                        policy.reads_request |= config.policies.get(index).reads_request;
+                        let named = config.policies.get(index);
+                        policy.reads_request |= named.reads_request;
+                        policy.policy_claims =
+                            match (policy.policies.is_empty(), policy.policy_claims.take(), &named.claims_read) {
+                                (true, _, Some(read)) => Some(read.to_vec()),
+                                (false, Some(mut so_far), Some(read)) => {
+                                    so_far.extend(
+                                        read.iter().filter(|n| !so_far.contains(n)).cloned().collect::<Vec<_>>(),
+                                    );
+                                    Some(so_far)
+                                }
+                                _ => None,
+                            };
                         policy.policies.push(index);
                     }
                 }
@@ -219,7 +233,7 @@ mod tests {
 
     fn config() -> Config {
         Config::from_yaml(
-            "issuers:\n  - {name: a, issuer: 'https://a.example', audiences: [x]}\n  - {name: b, issuer: 'https://b.example', audiences: [y]}\npolicies:\n  admin: 'claims.role == \"admin\"'\n  get: 'request.method == \"GET\"'\n",
+            "issuers:\n  - {name: a, issuer: 'https://a.example', audiences: [x]}\n  - {name: b, issuer: 'https://b.example', audiences: [y]}\npolicies:\n  admin: 'claims.role == \"admin\"'\n  get: 'request.method == \"GET\"'\n  whole: 'size(claims) > 0'\n",
         )
         .unwrap()
     }
@@ -276,6 +290,10 @@ mod tests {
         assert_eq!(p.acr, Some(vec!["gold".to_string(), "urn:x:silver".to_string()]));
         assert_eq!(p.max_age, Some(300));
         assert!(Policy::parse(Some("policy=admin,get"), &c).unwrap().reads_request);
+        // The claims converted for an evaluation: the union of what the listed policies read.
+        assert_eq!(Policy::parse(Some("policy=admin,get"), &c).unwrap().policy_claims, Some(vec![Box::from("role")]));
+        assert_eq!(Policy::parse(Some("policy=get"), &c).unwrap().policy_claims, Some(vec![]));
+        assert_eq!(Policy::parse(Some("policy=get,whole,admin"), &c).unwrap().policy_claims, None);
         // A repeated max_age: the strictest holds.
         assert_eq!(Policy::parse(Some("max_age=60&max_age=30&max_age=90"), &c).unwrap().max_age, Some(30));
     }

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 use cel::objects::Key;
@@ -54,6 +54,10 @@ pub struct NamedPolicy {
     program: Program,
     /// Refers to `request`: its decision holds for this request only (never cached by nginx).
     pub reads_request: bool,
+    /// The top-level claims it reads (`claims.x`, `claims["x"]`, `has(claims.x)`), or `None`
+    /// when it uses `claims` as a whole (`size(claims)`, `"x" in claims`): only these are
+    /// converted to CEL values for an evaluation.
+    pub claims_read: Option<Box<[Box<str>]>>,
 }
 
 /// Every policy of the config, compiled, in the order written.
@@ -78,9 +82,18 @@ impl Policies {
         let mut errs = Vec::new();
         for (name, source) in entries {
             match compile_one(&env, source) {
-                Ok((program, reads_request)) => {
-                    list.push(NamedPolicy { name: name.into(), source: source.into(), program, reads_request })
-                }
+                Ok((program, refs)) => list.push(NamedPolicy {
+                    name: name.into(),
+                    source: source.into(),
+                    program,
+                    reads_request: refs.request,
+                    claims_read: (!refs.all_claims).then(|| {
+                        let mut names: Vec<Box<str>> = refs.claims.into_iter().map(Box::from).collect();
+                        names.sort();
+                        names.dedup();
+                        names.into()
+                    }),
+                }),
                 Err(why) => errs.push(format!("policies.{name}: {why}")),
             }
         }
@@ -143,32 +156,60 @@ fn describe(e: &cel::ExecutionError) -> String {
 }
 
 /// Parses one expression and checks what it refers to.
-fn compile_one(env: &Env, source: &str) -> Result<(Program, bool), String> {
+fn compile_one(env: &Env, source: &str) -> Result<(Program, Refs), String> {
     let program = env.compile(source).map_err(|e| {
         // The parser's report spans lines (a snippet and a caret); the config error is one line.
         e.to_string().lines().next().unwrap_or("does not parse").replace("<input>", "expression")
     })?;
     let mut refs = Refs::default();
     walk(program.expression(), &mut Vec::new(), &mut refs)?;
-    Ok((program, refs.request))
+    Ok((program, refs))
 }
 
+/// What an expression reads of its variables.
 #[derive(Default)]
 struct Refs {
     request: bool,
+    /// Top-level claims read by name.
+    claims: Vec<String>,
+    /// `claims` is used other than by naming a member.
+    all_claims: bool,
+}
+
+/// The member a `claims.x`, `has(claims.x)` or `claims["x"]` names, when `e` is one of those.
+fn claims_member<'e>(e: &'e IdedExpr, bound: &[&str]) -> Option<&'e str> {
+    let is_claims = |x: &IdedExpr| matches!(&x.expr, Expr::Ident(n) if n == "claims") && !bound.contains(&"claims");
+    match &e.expr {
+        Expr::Select(s) if is_claims(&s.operand) => Some(&s.field),
+        Expr::Call(c) if c.func_name == "_[_]" && c.target.is_none() && c.args.len() == 2 && is_claims(&c.args[0]) => {
+            match &c.args[1].expr {
+                Expr::Literal(LiteralValue::String(name)) => Some(name.inner()),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 /// Walks the expression with the variables its comprehensions bind in scope.
 fn walk<'e>(e: &'e IdedExpr, bound: &mut Vec<&'e str>, refs: &mut Refs) -> Result<(), String> {
+    if let Some(member) = claims_member(e, bound) {
+        refs.claims.push(member.to_string());
+        return Ok(());
+    }
     match &e.expr {
         Expr::Unspecified | Expr::Literal(_) => Ok(()),
         Expr::Ident(name) => match name.as_str() {
-            "claims" => Ok(()),
+            n if bound.contains(&n) => Ok(()),
+            "claims" => {
+                refs.all_claims = true;
+                Ok(())
+            }
             "request" => {
                 refs.request = true;
                 Ok(())
             }
-            n if n.starts_with('@') || bound.contains(&n) || TYPE_NAMES.contains(&n) => Ok(()),
+            n if n.starts_with('@') || TYPE_NAMES.contains(&n) => Ok(()),
             n => Err(format!("unknown variable `{n}` (only `claims` and `request` exist)")),
         },
         Expr::Select(s) => walk(&s.operand, bound, refs),
@@ -237,8 +278,21 @@ impl VariableResolver for Vars<'_> {
 pub struct CelClaims(Box<dyn Val>);
 
 impl CelClaims {
+    /// The whole claims set.
     pub fn new(claims: &Claims) -> CelClaims {
-        CelClaims(to_cel(claims.json()).try_into().expect("JSON values convert to CEL values"))
+        CelClaims::from_value(to_cel(claims.json()))
+    }
+
+    /// Only the top-level claims `names` (those that exist): all that policies reading only
+    /// them can see, at a fraction of the cost of converting every claim.
+    pub fn only(claims: &Claims, names: &[Box<str>]) -> CelClaims {
+        let map: HashMap<Key, CelValue> =
+            names.iter().filter_map(|n| claims.get(n).map(|v| (Key::from(n.to_string()), to_cel(v)))).collect();
+        CelClaims::from_value(CelValue::from(map))
+    }
+
+    fn from_value(v: CelValue) -> CelClaims {
+        CelClaims(v.try_into().expect("JSON values convert to CEL values"))
     }
 }
 
@@ -426,6 +480,47 @@ mod tests {
         one(r#"claims.groups.all(g, g.startsWith("team-")) && claims.groups.exists(g, g == "team-a")"#);
         one(r#"claims.groups.map(g, g + "!").filter(h, h == "x!").size() == 0"#);
         assert!(Policies::compile([("p", r#"claims.groups.exists(g, true) && g == "a""#)]).is_err());
+    }
+
+    #[test]
+    fn the_claims_a_policy_reads_are_known_at_load() {
+        let reads = |src: &str| {
+            let p = one(src);
+            p.get(0).claims_read.as_ref().map(|n| n.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(reads(r#"claims.realm_access.roles.exists(r, r == "admin")"#), Some(vec!["realm_access".into()]));
+        assert_eq!(
+            reads(r#"has(claims.email) && claims["https://x/roles"].size() > 0 && claims.email != """#),
+            Some(vec!["email".into(), "https://x/roles".into()])
+        );
+        assert_eq!(reads("request.method == 'GET'"), Some(vec![]));
+        // `claims` as a whole, or indexed by a computed key: every claim is converted.
+        assert_eq!(reads(r#"size(claims) > 3"#), None);
+        assert_eq!(reads(r#""sub" in claims"#), None);
+        assert_eq!(reads(r#"claims[request.method] == "x""#), None);
+        // A macro variable named `claims` is not the claims set.
+        assert_eq!(reads(r#"[1, 2].exists(claims, claims > 1)"#), Some(vec![]));
+    }
+
+    #[test]
+    fn evaluating_with_only_the_claims_read_gives_the_same_answers() {
+        let claims = Claims::new(keycloak());
+        for src in [
+            r#"claims.realm_access.roles.exists(r, r == "admin")"#,
+            r#"has(claims.nope) || claims.sub == "alice""#,
+            r#"claims["groups"][0] == "editor" && claims.email_verified"#,
+        ] {
+            let p = one(src);
+            let names = p.get(0).claims_read.clone().expect("reads named claims only");
+            let full = p.evaluate(0, &CelClaims::new(&claims), None);
+            let narrow = p.evaluate(0, &CelClaims::only(&claims, &names), None);
+            assert_eq!(full, narrow, "{src}");
+            assert_eq!(full, Ok(true), "{src}");
+        }
+        // A claim it reads that the token lacks is an evaluation error either way.
+        let p = one(r#"claims.department == "x""#);
+        let names = p.get(0).claims_read.clone().unwrap();
+        assert!(p.evaluate(0, &CelClaims::only(&claims, &names), None).unwrap_err().contains("department"));
     }
 
     #[test]
