@@ -13,10 +13,18 @@ cargo clippy --locked --all-targets -- -D warnings
 echo "== tests (unit, integration, nginx end-to-end, real OpenID provider)"
 cargo test --locked --all-targets
 
+echo "== Wycheproof vectors (JWTGATE_WYCHEPROOF_DIR; .ci/run sets it)"
+if [ -n "${JWTGATE_WYCHEPROOF_DIR:-}" ] || [ "${CI:-}" = "true" ]; then
+  # Under CI=true an unset or wrong folder fails this test: never a silent skip.
+  cargo test --locked --test gate wycheproof -- --ignored
+else
+  echo "SKIPPED: Wycheproof vectors (set JWTGATE_WYCHEPROOF_DIR to the testvectors_v1 folder to run them)"
+fi
+
 echo "== Helm chart and Dockerfile (helm lint, kubernetes-validate, checkov)"
 scripts/check-chart.sh
 
-echo "== supply chain (cargo deny: licenses, bans, sources)"
+echo "== supply chain (cargo deny: licenses, bans, sources, advisories)"
 scripts/check-supply-chain.sh
 
 echo "== load benchmark smoke (benches/load.sh end to end on the debug build, 2 s per case; no timing asserted)"

@@ -9,7 +9,7 @@ use http::HeaderMap;
 use serde_json::Value;
 
 use crate::config::IssuerConfig;
-use crate::error::{AuthError, PolicyDenial, StepUp};
+use crate::error::{AuthError, LogSafe, PolicyDenial, StepUp};
 use crate::policy::Policy;
 use crate::rules::{CelClaims, Policies, RequestVars};
 use crate::validate::Identity;
@@ -51,7 +51,7 @@ pub fn authorize(
             let denial = match policies.evaluate(index, &claims, vars.as_ref()) {
                 Ok(true) => continue,
                 Ok(false) => None,
-                Err(why) => Some(why),
+                Err(why) => Some(LogSafe::new(&why)),
             };
             let name = policies.get(index).name.clone();
             return Err(AuthError::Policy(PolicyDenial { name, error: denial }));
@@ -239,7 +239,7 @@ policies:
         match r {
             AuthError::Policy(PolicyDenial { name, error: Some(why) }) => {
                 assert_eq!(&*name, "broken");
-                assert!(why.contains("no_such_claim"), "{why}");
+                assert!(why.as_str().contains("no_such_claim"), "{why}");
             }
             other => panic!("{other:?}"),
         }

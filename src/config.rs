@@ -31,6 +31,7 @@ pub struct Config {
     pub cache: CacheConfig,
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
+    pub server: ServerConfig,
 }
 
 /// One trusted identity provider.
@@ -112,6 +113,14 @@ pub struct ShutdownConfig {
     pub drain_delay: Duration,
     /// Then wait at most this long for in-flight requests.
     pub grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// How long a connection may wait for (the whole head of) its next request: the idle
+    /// keep-alive timeout, longer than nginx's default upstream `keepalive_timeout` (60 s) so
+    /// that nginx, not jwtgate, closes idle connections and never reuses one being closed.
+    pub idle_timeout: Duration,
 }
 
 /// The algorithms the contract allows in `algorithms:`; HMAC and `none` are never among them.
@@ -401,6 +410,10 @@ fn read_config(root: &Value, errs: &mut Vec<String>) -> Option<Config> {
     let grace = s.integer("grace_seconds", 20, 0, 600, errs);
     s.finish(errs);
 
+    let mut v = Section::new("server", top.get("server"), errs);
+    let idle_timeout = v.integer("idle_timeout_seconds", 75, 1, 3600, errs);
+    v.finish(errs);
+
     top.finish(errs);
 
     Some(Config {
@@ -420,6 +433,7 @@ fn read_config(root: &Value, errs: &mut Vec<String>) -> Option<Config> {
         cache: CacheConfig { max_entries, max_bytes: cache_max_bytes, max_ttl: Duration::from_secs(max_ttl) },
         log: LogConfig { format, level },
         shutdown: ShutdownConfig { drain_delay: Duration::from_secs(drain_delay), grace: Duration::from_secs(grace) },
+        server: ServerConfig { idle_timeout: Duration::from_secs(idle_timeout) },
     })
 }
 
@@ -643,6 +657,8 @@ issuers:
         assert_eq!(c.jwks.max_stale, Duration::from_secs(86400));
         assert_eq!(c.jwks.fetch_timeout, Duration::from_secs(5));
         assert_eq!(c.token.max_bytes, 8192);
+        // Above nginx's default upstream keepalive_timeout (60 s): nginx closes idle connections.
+        assert!(c.server.idle_timeout > Duration::from_secs(60));
         let headers: Vec<&str> = c.claims_to_headers.iter().map(|h| h.header.as_str()).collect();
         assert_eq!(headers, ["x-auth-subject", "x-auth-issuer"]);
     }
@@ -713,6 +729,15 @@ issuers:
         let y = format!("{MINIMAL}    audiences: [other]\n");
         let errs = Config::from_yaml(&y).unwrap_err().0;
         assert!(errs[0].contains("duplicate"), "{errs:?}");
+    }
+
+    #[test]
+    fn server_idle_timeout_is_configurable_and_bounded() {
+        let ok = Config::from_yaml(&format!("{MINIMAL}server:\n  idle_timeout_seconds: 120\n")).unwrap();
+        assert_eq!(ok.server.idle_timeout, Duration::from_secs(120));
+        let bad = Config::from_yaml(&format!("{MINIMAL}server:\n  idle_timeout_seconds: 0\n  idle: 1\n")).unwrap_err();
+        assert!(bad.0.iter().any(|e| e.contains("server.idle_timeout_seconds")), "{bad}");
+        assert!(bad.0.iter().any(|e| e.contains("server.idle")), "{bad}");
     }
 
     #[test]

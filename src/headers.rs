@@ -1,13 +1,20 @@
 //! Identity headers: which claim goes to which header, and how a claim value becomes a header
 //! value that nginx and every upstream read the same way.
 //!
-//! Encoding (documented in the README, "Identity headers"):
+//! Encoding (documented in the README, "Identity headers"). Every value decodes one way only:
 //! - strings are sent as they are, numbers and booleans as their JSON text, objects as compact
-//!   JSON, arrays joined with `,` (each element rendered by these same rules);
+//!   JSON;
+//! - a non-empty array is joined with `,` when every element is a string, number or boolean
+//!   whose text is not empty, contains no `,` or `"`, does not start with `[` and needs no
+//!   encoding; otherwise (`["x,admin"]`, `[]`, a nested array or object, a null element) the
+//!   array is sent as compact JSON, so `["admin,ops"]` and `["admin","ops"]` never look alike. A
+//!   reader decodes an array header one way: JSON when it starts with `[`, else split on `,`;
 //! - a result that is not plain visible ASCII (any byte outside 0x20..=0x7E, a leading or
-//!   trailing space, or a value that itself starts with `=?`) is sent instead as an RFC 2047
-//!   encoded word, `=?UTF-8?B?<standard base64 of the UTF-8 bytes>?=`. That is lossless and can
-//!   never carry CR, LF, NUL or any other control character.
+//!   trailing space) or that contains an encoded-word marker `=?` anywhere is sent as RFC 2047
+//!   encoded words, `=?UTF-8?B?<standard base64 of the UTF-8 bytes>?=`, each at most 75
+//!   characters (RFC 2047 §2) and holding whole UTF-8 characters (§5), separated by single spaces
+//!   (which decoders drop between adjacent encoded words, §6.2). That is lossless and can never
+//!   carry CR, LF, NUL or any other control character.
 
 use base64::Engine as _;
 use http::{HeaderName, HeaderValue};
@@ -43,6 +50,14 @@ impl ClaimPath {
         Ok(ClaimPath::Dotted(parts))
     }
 
+    /// Heap bytes this path holds (for byte-bounded memories of parsed queries).
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            ClaimPath::Pointer(p) => p.capacity(),
+            ClaimPath::Dotted(parts) => parts.iter().map(|p| p.capacity() + std::mem::size_of::<String>()).sum(),
+        }
+    }
+
     /// Finds the claim in a claims set.
     pub fn lookup<'a>(&self, claims: &'a Value) -> Option<&'a Value> {
         match self {
@@ -52,7 +67,7 @@ impl ClaimPath {
     }
 }
 
-/// Renders a claim value as text, before header encoding. `None` for null (header left out).
+/// Renders a claim value as text, before header encoding. `false` for null (header left out).
 fn claim_text(v: &Value, out: &mut String) -> bool {
     match v {
         Value::Null => return false,
@@ -60,21 +75,20 @@ fn claim_text(v: &Value, out: &mut String) -> bool {
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::Number(n) => out.push_str(&n.to_string()),
         Value::Object(_) => out.push_str(&v.to_string()),
+        Value::Array(items) if items.is_empty() => out.push_str("[]"),
         Value::Array(items) => {
-            let mut first = true;
-            for item in items {
-                if item.is_null() {
-                    continue;
-                }
-                if !first {
+            let start = out.len();
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
                     out.push(',');
                 }
-                first = false;
-                match item {
-                    Value::Array(_) => out.push_str(&item.to_string()),
-                    _ => {
-                        claim_text(item, out);
-                    }
+                let element = out.len();
+                let scalar = matches!(item, Value::String(_) | Value::Number(_) | Value::Bool(_));
+                if !scalar || !claim_text(item, out) || !joinable(&out[element..]) {
+                    // Not joinable without ambiguity: the whole array as compact JSON.
+                    out.truncate(start);
+                    out.push_str(&v.to_string());
+                    break;
                 }
             }
         }
@@ -82,17 +96,55 @@ fn claim_text(v: &Value, out: &mut String) -> bool {
     true
 }
 
-/// Turns text into a header value that is always well formed: plain when it is safe, else the
-/// RFC 2047 encoded word described in the module documentation.
-pub fn encode_value(text: &str) -> HeaderValue {
-    let plain = text.bytes().all(|b| (0x20..=0x7e).contains(&b))
+/// An array element that can be joined with `,` and still read back exactly.
+fn joinable(text: &str) -> bool {
+    !text.is_empty() && !text.starts_with('[') && !text.contains([',', '"']) && is_plain(text)
+}
+
+/// Text that is sent as it is: visible ASCII and inner spaces only, and no encoded-word marker.
+fn is_plain(text: &str) -> bool {
+    text.bytes().all(|b| (0x20..=0x7e).contains(&b))
         && !text.starts_with(' ')
         && !text.ends_with(' ')
-        && !text.starts_with("=?");
-    if plain && let Ok(v) = HeaderValue::from_str(text) {
+        && !text.contains("=?")
+}
+
+/// The longest encoded word RFC 2047 §2 allows.
+pub const MAX_ENCODED_WORD: usize = 75;
+const WORD_PREFIX: &str = "=?UTF-8?B?";
+const WORD_SUFFIX: &str = "?=";
+/// Bytes of text per encoded word: the base64 of 45 bytes is 60 characters, and
+/// 10 + 60 + 2 = 72 <= 75 (the next multiple of 3, 48 bytes, would give 76).
+const WORD_TEXT_BYTES: usize = (MAX_ENCODED_WORD - WORD_PREFIX.len() - WORD_SUFFIX.len()) / 4 * 3;
+
+/// Turns text into a header value that is always well formed: plain when it is safe, else the
+/// RFC 2047 encoded words described in the module documentation.
+pub fn encode_value(text: &str) -> HeaderValue {
+    if is_plain(text)
+        && let Ok(v) = HeaderValue::from_str(text)
+    {
         return v;
     }
-    let encoded = format!("=?UTF-8?B?{}?=", base64::engine::general_purpose::STANDARD.encode(text.as_bytes()));
+    let mut encoded = String::with_capacity(text.len() * 4 / 3 + 16);
+    let mut rest = text;
+    loop {
+        // Cut at a character boundary, so that no word splits a UTF-8 character (RFC 2047 §5).
+        let mut cut = rest.len().min(WORD_TEXT_BYTES);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (word, tail) = rest.split_at(cut);
+        if !encoded.is_empty() {
+            encoded.push(' ');
+        }
+        encoded.push_str(WORD_PREFIX);
+        base64::engine::general_purpose::STANDARD.encode_string(word.as_bytes(), &mut encoded);
+        encoded.push_str(WORD_SUFFIX);
+        rest = tail;
+        if rest.is_empty() {
+            break;
+        }
+    }
     HeaderValue::from_str(&encoded).expect("base64 is visible ASCII")
 }
 
@@ -164,16 +216,81 @@ mod tests {
         assert!(rendered(json!({"email": null}), &[("email", "x-e"), ("missing", "x-m")]).is_empty());
     }
 
+    /// Reads a header value back: plain text, or encoded words separated by spaces.
+    pub fn decode(value: &str) -> String {
+        if !value.starts_with(WORD_PREFIX) {
+            return value.to_string();
+        }
+        let mut bytes = Vec::new();
+        for word in value.split(' ') {
+            assert!(word.len() <= MAX_ENCODED_WORD, "{word}");
+            let b64 = word.strip_prefix(WORD_PREFIX).and_then(|w| w.strip_suffix(WORD_SUFFIX)).unwrap();
+            let chunk = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+            assert!(std::str::from_utf8(&chunk).is_ok(), "a word splits a character: {word}");
+            bytes.extend_from_slice(&chunk);
+        }
+        String::from_utf8(bytes).unwrap()
+    }
+
     #[test]
-    fn crlf_nul_and_non_ascii_are_encoded_losslessly() {
-        for raw in ["a\r\nX-Injected: 1", "nul\0byte", "Zoë", " padded ", "=?UTF-8?B?looks-encoded?="] {
+    fn crlf_nul_non_ascii_and_encoded_word_markers_are_encoded_losslessly() {
+        for raw in [
+            "a\r\nX-Injected: 1",
+            "nul\0byte",
+            "Zoë",
+            " padded ",
+            "=?UTF-8?B?looks-encoded?=",
+            "x =?UTF-8?B?YWRtaW4=?=",
+            "a=?b",
+            "",
+        ] {
             let v = encode_value(raw);
             let s = v.to_str().unwrap();
+            if raw.is_empty() {
+                assert_eq!(s, "");
+                continue;
+            }
             assert!(s.starts_with("=?UTF-8?B?") && s.ends_with("?="), "{raw:?} -> {s}");
-            assert!(s.bytes().all(|b| (0x21..=0x7e).contains(&b)));
-            let b64 = &s["=?UTF-8?B?".len()..s.len() - 2];
-            let back = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
-            assert_eq!(back, raw.as_bytes());
+            assert!(s.bytes().all(|b| (0x20..=0x7e).contains(&b)));
+            assert_eq!(decode(s), raw);
+        }
+    }
+
+    #[test]
+    fn long_values_become_several_words_within_75_characters_without_splitting_a_character() {
+        for raw in ["é".repeat(100), "😀".repeat(50), format!("a{}", "€".repeat(60)), "\n".repeat(500)] {
+            let s = encode_value(&raw).to_str().unwrap().to_string();
+            assert!(s.split(' ').count() > 1);
+            assert!(s.split(' ').all(|w| w.len() <= MAX_ENCODED_WORD));
+            assert_eq!(decode(&s), raw);
+        }
+    }
+
+    #[test]
+    fn arrays_join_with_commas_only_when_that_reads_back_one_way() {
+        let cases = [
+            (json!(["admin", "ops"]), "admin,ops"),
+            (json!(["a b", 1, true]), "a b,1,true"),
+            (json!([]), "[]"),
+            (json!(["[1]"]), r#"["[1]"]"#),
+            (json!(["a\nb"]), r#"["a\nb"]"#),
+            (json!(["admin,ops"]), r#"["admin,ops"]"#),
+            (json!(["x,admin"]), r#"["x,admin"]"#),
+            (json!(["say \"hi\""]), r#"["say \"hi\""]"#),
+            (json!(["", "a"]), r#"["","a"]"#),
+            (json!([" a"]), r#"[" a"]"#),
+            (json!(["a", null]), r#"["a",null]"#),
+            (json!([["a", "b"]]), r#"[["a","b"]]"#),
+            (json!([{"k": "v"}]), r#"[{"k":"v"}]"#),
+        ];
+        for (claim, want) in cases {
+            assert_eq!(rendered(json!({ "r": claim }), &[("r", "x-r")])[0].1, want, "{claim}");
+        }
+        // Not visible ASCII, or an encoded-word marker: the JSON form, itself encoded.
+        for claim in [json!(["Zoë", "ops"]), json!(["=?UTF-8?B?YWRtaW4=?=", "x"])] {
+            let got = &rendered(json!({ "r": claim }), &[("r", "x-r")])[0].1;
+            assert!(got.starts_with("=?UTF-8?B?"), "{claim} -> {got}");
+            assert_eq!(serde_json::from_str::<Value>(&decode(got)).unwrap(), claim);
         }
     }
 

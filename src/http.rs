@@ -5,6 +5,12 @@
 //! `X-Accel-Expires: N`, which nginx's `proxy_cache` honours for the auth subrequest); every
 //! other status carries `Cache-Control: no-store` and `X-Accel-Expires: 0`. Never a 2xx other than
 //! 200, never a redirect or a 404 from `/verify`.
+//!
+//! Limits: `/verify` decides requests with up to [`MAX_HEADERS`] headers and [`MAX_HEADER_BYTES`]
+//! of them and answers a larger one 431 itself, with the contract's no-store headers. hyper's own
+//! limits (set in [`crate::shutdown`]) are higher, so only requests far past ours are refused by
+//! hyper (also 431, without those headers): never allowed either way. While draining on shutdown
+//! every answer carries `Connection: close`, so nginx moves to a replica that is not stopping.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,7 +27,7 @@ use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use hyper::body::Incoming;
 use tower::ServiceExt as _;
 
-use crate::error::{AuthError, PolicyDenial, Refused};
+use crate::error::{AuthError, LogSafe, PolicyDenial, Reason, Refused};
 use crate::gate::{Allowed, Gate};
 
 /// The shared state: the gate and the draining flag set on shutdown. Handlers share one `Arc` of
@@ -61,11 +67,15 @@ impl App {
     ) -> impl Future<Output = Result<Response, Infallible>> + Send + use<> {
         let app = self.clone();
         async move {
-            if request.uri().path() == "/verify" {
-                Ok(verify(&app.state, &request).await)
+            let mut response = if request.uri().path() == "/verify" {
+                verify(&app.state, &request).await
             } else {
-                app.router.oneshot(request.map(Body::new)).await
+                app.router.oneshot(request.map(Body::new)).await?
+            };
+            if app.state.draining.load(Ordering::Acquire) {
+                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
+            Ok(response)
         }
     }
 }
@@ -74,13 +84,27 @@ const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const ZERO: HeaderValue = HeaderValue::from_static("0");
 const X_ACCEL_EXPIRES: header::HeaderName = header::HeaderName::from_static("x-accel-expires");
 
-/// A short header value that is safe to log: the request id as nginx sent it, or nothing.
-fn request_id(headers: &HeaderMap) -> &str {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
-        .unwrap_or("")
+/// Headers `/verify` decides on; a request with more is answered 431.
+pub const MAX_HEADERS: usize = 256;
+/// Bytes of request headers (names, values and `: ` / CRLF) `/verify` decides on; more is 431.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// The request id nginx sent, made log-safe (it is client-controlled when a client reaches
+/// jwtgate directly, and nginx passes a client's own `X-Request-ID` through by default).
+fn request_id(headers: &HeaderMap) -> LogSafe {
+    LogSafe::new(headers.get("x-request-id").map(|v| String::from_utf8_lossy(v.as_bytes())).as_deref().unwrap_or(""))
+}
+
+/// Refuses requests past [`MAX_HEADERS`] or [`MAX_HEADER_BYTES`].
+fn check_header_limits(headers: &HeaderMap) -> Result<(), AuthError> {
+    if headers.len() > MAX_HEADERS {
+        return Err(AuthError::HeadersTooLarge);
+    }
+    let bytes: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    if bytes > MAX_HEADER_BYTES {
+        return Err(AuthError::HeadersTooLarge);
+    }
+    Ok(())
 }
 
 async fn verify(app: &AppState, request: &Request<Incoming>) -> Response {
@@ -88,27 +112,30 @@ async fn verify(app: &AppState, request: &Request<Incoming>) -> Response {
     let now = crate::gate::unix_now();
     let gate = &app.gate;
     let headers = request.headers();
-    let outcome = gate.decide(request.uri().query(), headers, now).await;
+    let outcome = match check_header_limits(headers) {
+        Ok(()) => gate.decide(request.uri().query(), headers, now).await,
+        Err(e) => Err(e.into()),
+    };
     let response = match outcome {
         Ok(allowed) => {
-            gate.metrics.decision(Some(allowed.entry.identity.issuer), "ok");
+            gate.metrics.decision(Some(allowed.entry.identity.issuer), Reason::Ok);
             allow(allowed)
         }
         Err(Refused { error, issuer }) => {
             let label = gate.issuer_label(issuer);
-            gate.metrics.decision(issuer, error.reason());
+            gate.metrics.decision(issuer, error.kind());
             match &error {
                 AuthError::BadPolicy(why) => tracing::warn!(
                     reason = error.reason(),
                     issuer = label,
-                    request_id = request_id(headers),
+                    request_id = %request_id(headers),
                     problem = %why,
                     "bad auth-url policy (check the Ingress auth-url query)"
                 ),
                 AuthError::Policy(PolicyDenial { name, error: Some(why) }) => tracing::warn!(
                     reason = error.reason(),
                     issuer = label,
-                    request_id = request_id(headers),
+                    request_id = %request_id(headers),
                     policy = %name,
                     problem = %why,
                     "policy could not be evaluated; denied"
@@ -116,7 +143,7 @@ async fn verify(app: &AppState, request: &Request<Incoming>) -> Response {
                 _ => tracing::info!(
                     reason = error.reason(),
                     issuer = label,
-                    request_id = request_id(headers),
+                    request_id = %request_id(headers),
                     status = error.status().as_u16(),
                     "refused"
                 ),

@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use crate::error::REASONS;
+use crate::error::Reason;
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -23,8 +23,9 @@ pub struct Metrics {
     pub cache_misses: IntCounter,
     pub cache_entries: prometheus::IntGauge,
     /// `decisions` resolved once per (issuer, reason): the request path does no label hashing.
-    /// Row `i` is issuer `i`; the last row is `none`. Columns follow [`REASONS`].
-    decision_counters: std::sync::Arc<Vec<Vec<OnceLock<IntCounter>>>>,
+    /// Row `i` is issuer `i`; the last row is `none`. Column `r` is `Reason::ALL[r]`, so every
+    /// reason has its slot by construction.
+    decision_counters: std::sync::Arc<Vec<[OnceLock<IntCounter>; Reason::COUNT]>>,
     issuer_names: std::sync::Arc<Vec<String>>,
 }
 
@@ -106,11 +107,10 @@ impl Metrics {
             jwks_last_success_age.with_label_values(&[*issuer]).set(-1.0);
             unknown_kid_refetches.with_label_values(&[*issuer]);
             unknown_kid_refusals.with_label_values(&[*issuer]);
-            decisions.with_label_values(&[*issuer, "allow", "ok"]);
+            decisions.with_label_values(&[*issuer, Reason::Ok.decision(), Reason::Ok.label()]);
         }
         // Filled on first use, so only the series that occur are exported.
-        let decision_counters =
-            (0..=issuers.len()).map(|_| REASONS.iter().map(|_| OnceLock::new()).collect()).collect();
+        let decision_counters = (0..=issuers.len()).map(|_| std::array::from_fn(|_| OnceLock::new())).collect();
         let issuer_names = issuers.iter().map(|s| s.to_string()).chain(std::iter::once("none".to_string())).collect();
         Metrics {
             registry,
@@ -130,13 +130,11 @@ impl Metrics {
     }
 
     /// Counts one decision for issuer index `issuer` (`None`: before the issuer was known).
-    pub fn decision(&self, issuer: Option<usize>, reason: &'static str) {
+    pub fn decision(&self, issuer: Option<usize>, reason: Reason) {
         let row = issuer.unwrap_or(self.decision_counters.len() - 1);
-        let column = REASONS.iter().position(|r| *r == reason).expect("reason is listed in REASONS");
-        self.decision_counters[row][column]
+        self.decision_counters[row][reason as usize]
             .get_or_init(|| {
-                let decision = if reason == "ok" { "allow" } else { "deny" };
-                self.decisions.with_label_values(&[&self.issuer_names[row], decision, reason])
+                self.decisions.with_label_values(&[&self.issuer_names[row], reason.decision(), reason.label()])
             })
             .inc();
     }

@@ -5,11 +5,9 @@
 //! misconfiguration and answered 400 (nginx turns it into 500): never silently ignored.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-use arc_swap::ArcSwap;
-
-use crate::claims::{ClaimRequirement, shown};
+use crate::claims::ClaimRequirement;
 use crate::config::{Config, IssuerConfig};
 use crate::error::AuthError;
 
@@ -65,7 +63,7 @@ impl Policy {
                         let index = issuers
                             .iter()
                             .position(|i| i.name == name)
-                            .ok_or_else(|| AuthError::BadPolicy(format!("unknown issuer `{name}`")))?;
+                            .ok_or_else(|| AuthError::bad_policy(format!("unknown issuer `{name}`")))?;
                         list.push(index);
                     }
                 }
@@ -88,7 +86,7 @@ impl Policy {
                         let index = config
                             .policies
                             .position(name)
-                            .ok_or_else(|| AuthError::BadPolicy(format!("unknown policy `{}`", shown(name))))?;
+                            .ok_or_else(|| AuthError::bad_policy(format!("unknown policy `{name}`")))?;
                         let named = config.policies.get(index);
                         policy.reads_request |= named.reads_request;
                         policy.policy_claims =
@@ -110,9 +108,8 @@ impl Policy {
                     for v in value.split(',').filter(|s| !s.is_empty()) {
                         any = true;
                         if !valid_acr(v) {
-                            return Err(AuthError::BadPolicy(format!(
-                                "acr value `{}` has a character a challenge cannot carry",
-                                shown(v)
+                            return Err(AuthError::bad_policy(format!(
+                                "acr value `{v}` has a character a challenge cannot carry"
                             )));
                         }
                         list.push(v.to_string());
@@ -120,7 +117,7 @@ impl Policy {
                 }
                 "max_age" => {
                     if value.is_empty() {
-                        return Err(AuthError::BadPolicy("empty `max_age`".into()));
+                        return Err(AuthError::bad_policy("empty `max_age`"));
                     }
                     // RFC 9470 §4: a non-negative decimal integer, and nothing else (no sign).
                     let n = value
@@ -130,7 +127,7 @@ impl Policy {
                         .flatten()
                         .filter(|n| *n <= i64::MAX as u64)
                         .ok_or_else(|| {
-                            AuthError::BadPolicy(format!("max_age `{}` is not a non-negative integer", shown(&value)))
+                            AuthError::bad_policy(format!("max_age `{value}` is not a non-negative integer"))
                         })?;
                     any = true;
                     // Repeated: the strictest wins.
@@ -138,14 +135,14 @@ impl Policy {
                 }
                 other => match other.strip_prefix("claim.") {
                     Some(path) => {
-                        policy.claims.push(ClaimRequirement::parse(path, &value).map_err(AuthError::BadPolicy)?);
+                        policy.claims.push(ClaimRequirement::parse(path, &value).map_err(AuthError::bad_policy)?);
                         any = true;
                     }
-                    None => return Err(AuthError::BadPolicy(format!("unknown parameter `{}`", shown(other)))),
+                    None => return Err(AuthError::bad_policy(format!("unknown parameter `{other}`"))),
                 },
             }
             if !any {
-                return Err(AuthError::BadPolicy(format!("empty `{key}`")));
+                return Err(AuthError::bad_policy(format!("empty `{key}`")));
             }
         }
         Ok(policy)
@@ -179,22 +176,61 @@ impl Policy {
     }
 }
 
-/// Distinct queries [`PolicyMemo`] keeps; past this, new ones are parsed on every request.
-pub const POLICY_MEMO_MAX: usize = 1024;
+/// The longest query [`PolicyMemo`] keeps. A real `auth-url` query (a few issuers, audiences,
+/// scopes and claim requirements) is a few hundred bytes; a longer one is parsed on every request
+/// and never kept, so a client cannot make the gate hold its 64 KiB queries.
+pub const POLICY_MEMO_MAX_QUERY_BYTES: usize = 2048;
+
+/// The bytes one generation of [`PolicyMemo`] may hold (queries, parsed policies and bookkeeping,
+/// see [`memo_weight`]); with the previous generation the memo holds at most twice this.
+pub const POLICY_MEMO_GENERATION_BYTES: usize = 128 * 1024;
+
+/// What keeping one parsed query costs, in bytes: the query, the parsed policy's strings and
+/// vectors, and a fixed allowance for the map slot, the `Arc` and allocator rounding.
+pub fn memo_weight(query: &str, policy: &Policy) -> usize {
+    const SLOT: usize = 96;
+    let strings = |v: &[String]| v.iter().map(|s| s.capacity() + std::mem::size_of::<String>()).sum::<usize>();
+    let boxed = |v: &[Box<str>]| v.iter().map(|s| s.len() + std::mem::size_of::<Box<str>>()).sum::<usize>();
+    SLOT + query.len()
+        + std::mem::size_of::<Policy>()
+        + policy.issuers.as_ref().map_or(0, |v| v.capacity() * std::mem::size_of::<usize>())
+        + policy.audiences.as_deref().map_or(0, strings)
+        + strings(&policy.scopes)
+        + policy.acr.as_deref().map_or(0, strings)
+        + policy.policies.capacity() * std::mem::size_of::<usize>()
+        + policy.policy_claims.as_deref().map_or(0, boxed)
+        + policy
+            .claims
+            .iter()
+            .map(|c| std::mem::size_of::<ClaimRequirement>() + c.raw.len() + c.path.heap_bytes() + boxed(&c.values))
+            .sum::<usize>()
+}
+
+#[derive(Default)]
+struct Generations {
+    current: HashMap<Box<str>, Arc<Policy>>,
+    current_bytes: usize,
+    previous: HashMap<Box<str>, Arc<Policy>>,
+}
 
 /// Parsed policies by raw query string. Every request from one Ingress sends the same `auth-url`
-/// query, so each distinct query is parsed once (parsing was a fifth of a cached decision). Reads
-/// are lock-free; an insert copies the map, which happens at most [`POLICY_MEMO_MAX`] times. A
-/// client that reaches jwtgate directly with ever new queries fills it and then only makes its
-/// own queries parse each time. Refused queries (400) are never kept.
+/// query, so each distinct query is parsed once (parsing was a fifth of a cached decision).
+///
+/// Bounded by bytes, not by count (a client that reaches jwtgate directly chooses the queries):
+/// queries longer than [`POLICY_MEMO_MAX_QUERY_BYTES`] are never kept, and the kept ones live in
+/// two generations of at most [`POLICY_MEMO_GENERATION_BYTES`] each. When the current generation
+/// is full it becomes the previous one and the old previous one is dropped; a query found in the
+/// previous generation moves back into the current one, so the queries in use survive a stream of
+/// new ones, which only costs them a parse now and then. An insert is O(1) (amortised: each entry
+/// is dropped once). Refused queries (400) are never kept.
 pub struct PolicyMemo {
-    map: ArcSwap<HashMap<Box<str>, Arc<Policy>>>,
+    generations: RwLock<Generations>,
     none: Arc<Policy>,
 }
 
 impl Default for PolicyMemo {
     fn default() -> PolicyMemo {
-        PolicyMemo { map: ArcSwap::from_pointee(HashMap::new()), none: Arc::new(Policy::default()) }
+        PolicyMemo { generations: RwLock::default(), none: Arc::new(Policy::default()) }
     }
 }
 
@@ -204,26 +240,52 @@ impl PolicyMemo {
         let Some(query) = query.filter(|q| !q.is_empty()) else {
             return Ok(self.none.clone());
         };
-        if let Some(policy) = self.map.load().get(query) {
-            return Ok(policy.clone());
+        if query.len() > POLICY_MEMO_MAX_QUERY_BYTES {
+            return Policy::parse(Some(query), config).map(Arc::new);
         }
-        let policy = Arc::new(Policy::parse(Some(query), config)?);
-        if self.map.load().len() < POLICY_MEMO_MAX {
-            self.map.rcu(|map| {
-                let mut map = HashMap::clone(map);
-                if map.len() < POLICY_MEMO_MAX {
-                    map.entry(query.into()).or_insert_with(|| policy.clone());
-                }
-                map
-            });
-        }
+        let previous = {
+            let g = self.generations.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(policy) = g.current.get(query) {
+                return Ok(policy.clone());
+            }
+            g.previous.get(query).cloned()
+        };
+        let policy = match previous {
+            Some(policy) => policy,
+            None => Arc::new(Policy::parse(Some(query), config)?),
+        };
+        let weight = memo_weight(query, &policy);
+        let retired = {
+            let mut g = self.generations.write().unwrap_or_else(|e| e.into_inner());
+            let mut retired = None;
+            if g.current.contains_key(query) {
+                return Ok(policy);
+            }
+            if g.current_bytes + weight > POLICY_MEMO_GENERATION_BYTES {
+                let full = std::mem::take(&mut g.current);
+                retired = Some(std::mem::replace(&mut g.previous, full));
+                g.current_bytes = 0;
+            }
+            g.current.insert(query.into(), policy.clone());
+            g.current_bytes += weight;
+            retired
+        };
+        // The retired generation is freed outside the lock.
+        drop(retired);
         Ok(policy)
     }
 
-    /// Distinct queries kept.
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.map.load().len()
+    /// Distinct queries kept, in both generations.
+    pub fn kept_queries(&self) -> usize {
+        let g = self.generations.read().unwrap();
+        g.current.len() + g.previous.keys().filter(|k| !g.current.contains_key(*k)).count()
+    }
+
+    /// Bytes kept, in both generations (by [`memo_weight`]); walks the previous generation, so it
+    /// is for tests and fuzzing, not the request path.
+    pub fn bytes(&self) -> usize {
+        let g = self.generations.read().unwrap();
+        g.current_bytes + g.previous.iter().map(|(q, p)| memo_weight(q, p)).sum::<usize>()
     }
 }
 
@@ -351,11 +413,11 @@ mod tests {
         let b = memo.get(Some("aud=p&scope=read"), &iss).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(*a, Policy::parse(Some("aud=p&scope=read"), &iss).unwrap());
-        assert_eq!(memo.len(), 1);
+        assert_eq!(memo.kept_queries(), 1);
         // No query and an empty one are the default policy, without an entry.
         assert_eq!(*memo.get(None, &iss).unwrap(), Policy::default());
         assert_eq!(*memo.get(Some(""), &iss).unwrap(), Policy::default());
-        assert_eq!(memo.len(), 1);
+        assert_eq!(memo.kept_queries(), 1);
     }
 
     #[test]
@@ -365,19 +427,47 @@ mod tests {
         for _ in 0..2 {
             assert_eq!(memo.get(Some("audience=x"), &iss).unwrap_err().reason(), "bad_policy");
         }
-        assert_eq!(memo.len(), 0);
+        assert_eq!(memo.kept_queries(), 0);
     }
 
     #[test]
-    fn memo_is_bounded_and_still_answers_past_the_bound() {
+    fn memo_is_bounded_by_bytes_and_still_answers_past_the_bound() {
         let iss = config();
         let memo = PolicyMemo::default();
-        for i in 0..POLICY_MEMO_MAX + 10 {
-            let q = format!("aud=a{i}");
-            assert_eq!(memo.get(Some(&q), &iss).unwrap().audiences, Some(vec![format!("a{i}")]));
+        for i in 0..20_000 {
+            let q = format!("aud=a{i},{}", "b".repeat(i % 1000));
+            let policy = memo.get(Some(&q), &iss).unwrap();
+            assert_eq!(policy.audiences.as_ref().unwrap()[0], format!("a{i}"));
+            assert!(memo.bytes() <= 2 * POLICY_MEMO_GENERATION_BYTES, "{} bytes after {i}", memo.bytes());
         }
-        assert_eq!(memo.len(), POLICY_MEMO_MAX);
-        let late = format!("aud=a{}", POLICY_MEMO_MAX + 5);
-        assert_eq!(memo.get(Some(&late), &iss).unwrap().audiences, Some(vec![format!("a{}", POLICY_MEMO_MAX + 5)]));
+        // Queries of ~0.5 KB weigh ~1.3 KB parsed (the policy carries the authorization fields
+        // too), so a generation holds about a hundred of them: the memo still keeps dozens.
+        assert!(memo.kept_queries() > 50, "the memo still keeps queries ({})", memo.kept_queries());
+    }
+
+    #[test]
+    fn memo_never_keeps_a_query_longer_than_an_auth_url_needs() {
+        let iss = config();
+        let memo = PolicyMemo::default();
+        let long = format!("aud=q1{}", ",a".repeat(POLICY_MEMO_MAX_QUERY_BYTES));
+        assert_eq!(
+            memo.get(Some(&long), &iss).unwrap().audiences.as_ref().unwrap().len(),
+            POLICY_MEMO_MAX_QUERY_BYTES + 1
+        );
+        assert_eq!(memo.kept_queries(), 0);
+        assert_eq!(memo.bytes(), 0);
+    }
+
+    #[test]
+    fn a_query_in_use_survives_a_stream_of_new_ones() {
+        let iss = config();
+        let memo = PolicyMemo::default();
+        let hot = memo.get(Some("aud=hot"), &iss).unwrap();
+        for i in 0..50_000 {
+            memo.get(Some(&format!("aud=cold{i}")), &iss).unwrap();
+            if i % 100 == 0 {
+                assert!(Arc::ptr_eq(&hot, &memo.get(Some("aud=hot"), &iss).unwrap()), "re-parsed at {i}");
+            }
+        }
     }
 }

@@ -9,6 +9,14 @@
 //! `auth-response-headers` spells them), `TCP_NODELAY` on every connection (auth subrequests are
 //! small request/response pairs on kept-alive connections), and HTTP/1 only (nginx speaks
 //! HTTP/1.1 to auth upstreams; no protocol sniffing per connection).
+//!
+//! Connection limits: hyper's header count and head size are set above what `/verify` decides on
+//! ([`crate::http::MAX_HEADERS`], [`crate::http::MAX_HEADER_BYTES`]) so that jwtgate answers the
+//! requests just past its limits with the contract's headers, and hyper only refuses (431) those
+//! far past them. hyper's header read timeout also runs while a kept-alive connection waits for
+//! its next request, so it is the idle keep-alive timeout: `server.idle_timeout_seconds`, 75 s
+//! by default, longer than nginx's default upstream `keepalive_timeout` of 60 s (nginx then closes
+//! idle connections itself and never sends a request on one jwtgate is closing).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,8 +32,11 @@ use tokio_util::sync::CancellationToken;
 use crate::gate::Gate;
 use crate::http::{App, AppState};
 
-/// A client has this long to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// hyper refuses requests with more headers than this itself (431).
+pub const HYPER_MAX_HEADERS: usize = 4 * crate::http::MAX_HEADERS;
+/// hyper refuses request heads (request line and headers) longer than this itself (431). Room for
+/// [`crate::http::MAX_HEADER_BYTES`] of headers and a request line as long as URIs get (64 KiB).
+pub const HYPER_MAX_HEAD_BYTES: usize = 4 * crate::http::MAX_HEADER_BYTES;
 
 /// Resolves on SIGTERM or SIGINT.
 pub async fn signal() {
@@ -88,10 +99,17 @@ pub async fn serve(listener: TcpListener, gate: Gate, stop: impl Future<Output =
     let refreshers = gate.spawn_refreshers(&cancel);
     let draining = Arc::new(AtomicBool::new(false));
     let shutdown = gate.config.shutdown.clone();
+    let idle_timeout = gate.config.server.idle_timeout;
     let app = App::new(AppState { gate, draining: draining.clone() });
 
     let mut builder = http1::Builder::new();
-    builder.title_case_headers(true).keep_alive(true).timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .title_case_headers(true)
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle_timeout)
+        .max_headers(HYPER_MAX_HEADERS)
+        .max_buf_size(HYPER_MAX_HEAD_BYTES);
     let graceful = GracefulShutdown::new();
 
     accept_until(&listener, &app, &builder, &graceful, stop).await;

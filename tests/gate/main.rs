@@ -5,6 +5,7 @@ mod authorization;
 mod authorization_docs;
 mod cli;
 mod helpers;
+mod hostile;
 mod http_api;
 mod key_lifecycle;
 mod nginx;

@@ -4,8 +4,11 @@
 //! may be refused only for a documented reason (an algorithm jwtgate does not accept, a
 //! symmetric key, or a strictness choice).
 //!
-//! Runs when `JWTGATE_WYCHEPROOF_DIR` names the folder (CI sets it); fails if it is set and the
-//! files are missing, and under `CI=true` fails if it is not set.
+//! The vectors are not in the repository, so the test is `#[ignore]`d: a plain `cargo test`
+//! reports it as ignored (a visible skip, never a pass). `scripts/test.sh` runs it with
+//! `--ignored` when `JWTGATE_WYCHEPROOF_DIR` names the folder or `CI=true` (`.ci/run` sets both),
+//! and says SKIPPED otherwise. Once run, it fails when the folder is not set or its files are
+//! missing: under `CI=true` a missing folder is a failure, never a skip.
 
 use std::path::PathBuf;
 
@@ -15,13 +18,13 @@ use serde_json::{Value, json};
 
 const FILES: &[&str] = &["json_web_signature_test.json", "json_web_key_test.json", "json_web_crypto_test.json"];
 
-fn dir() -> Option<PathBuf> {
+fn dir() -> PathBuf {
     match std::env::var_os("JWTGATE_WYCHEPROOF_DIR") {
-        Some(d) => Some(PathBuf::from(d)),
+        Some(d) => PathBuf::from(d),
         None if std::env::var("CI").as_deref() == Ok("true") => {
             panic!("CI=true but JWTGATE_WYCHEPROOF_DIR is not set (.ci/run sets it)")
         }
-        None => None,
+        None => panic!("JWTGATE_WYCHEPROOF_DIR is not set: point it at the Wycheproof testvectors_v1 folder"),
     }
 }
 
@@ -50,11 +53,9 @@ fn allowed_refusal(group: &Value, test: &Value) -> Option<&'static str> {
 }
 
 #[test]
+#[ignore = "needs the Wycheproof vectors: JWTGATE_WYCHEPROOF_DIR=... cargo test --test gate wycheproof -- --ignored"]
 fn no_invalid_wycheproof_vector_is_accepted() {
-    let Some(dir) = dir() else {
-        eprintln!("wycheproof: JWTGATE_WYCHEPROOF_DIR not set; not run outside CI");
-        return;
-    };
+    let dir = dir();
     let (mut accepted_valid, mut refused_valid, mut refused_invalid) = (0, 0, 0);
     let mut failures = Vec::new();
     for file in FILES {
