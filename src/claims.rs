@@ -1,7 +1,8 @@
-//! Claim requirements from the `auth-url` query: `claim.PATH=v1,v2`.
+//! Claims: the path language that names one ([`ClaimPath`], used by `claims_to_headers` and by
+//! `claim.` requirements alike), the verified claims set an identity keeps ([`Claims`]), and the
+//! claim requirements from the `auth-url` query: `claim.PATH=v1,v2`.
 //!
-//! PATH is the path language of `claims_to_headers` ([`ClaimPath`]: a dotted path, or an RFC 6901
-//! JSON pointer when it starts with `/`), one implementation for both. A requirement is met when
+//! PATH is a dotted path, or an RFC 6901 JSON pointer when it starts with `/`. A requirement is met when
 //! the claim at PATH equals one of the listed values (any-of); every requirement of a query must
 //! be met (all-of). Strings compare exactly; numbers and booleans compare by their JSON text
 //! (`claim.email_verified=true`, `claim.tier=2`); an array claim matches when any of its elements
@@ -9,7 +10,52 @@
 
 use serde_json::Value;
 
-pub use crate::headers::ClaimPath;
+/// Where a claim lives in the claims set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimPath {
+    /// `realm_access.roles`: member names separated by dots.
+    Dotted(Vec<String>),
+    /// `/https:~1~1example.com~1roles`: an RFC 6901 JSON pointer, for claim names containing dots
+    /// or slashes (Auth0's namespaced claims).
+    Pointer(String),
+}
+
+impl ClaimPath {
+    /// Parses a `claims_to_headers[].claim` value: a leading `/` means a JSON pointer.
+    pub fn parse(s: &str) -> Result<ClaimPath, &'static str> {
+        if s.starts_with('/') {
+            // RFC 6901: `~` must be followed by 0 or 1.
+            let b = s.as_bytes();
+            for (i, &c) in b.iter().enumerate() {
+                if c == b'~' && !matches!(b.get(i + 1), Some(b'0' | b'1')) {
+                    return Err("is not a valid JSON pointer (`~` must be followed by 0 or 1)");
+                }
+            }
+            return Ok(ClaimPath::Pointer(s.to_string()));
+        }
+        let parts: Vec<String> = s.split('.').map(str::to_string).collect();
+        if parts.iter().any(String::is_empty) {
+            return Err("is not a valid dotted claim path");
+        }
+        Ok(ClaimPath::Dotted(parts))
+    }
+
+    /// Heap bytes this path holds (for byte-bounded memories of parsed queries).
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            ClaimPath::Pointer(p) => p.capacity(),
+            ClaimPath::Dotted(parts) => parts.iter().map(|p| p.capacity() + std::mem::size_of::<String>()).sum(),
+        }
+    }
+
+    /// Finds the claim in a claims set.
+    pub fn lookup<'a>(&self, claims: &'a Value) -> Option<&'a Value> {
+        match self {
+            ClaimPath::Pointer(p) => claims.pointer(p),
+            ClaimPath::Dotted(parts) => parts.iter().try_fold(claims, |v, part| v.get(part)),
+        }
+    }
+}
 
 /// A verified claims set, kept with the cached identity so that requirements and policies run on
 /// every request, cache hit or miss. It knows roughly how much memory it holds, so that the

@@ -15,7 +15,8 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::headers::ClaimPath;
+use crate::claims::ClaimPath;
+use crate::headers::ClaimHeader;
 use crate::rules::Policies;
 
 /// The whole, validated configuration.
@@ -56,13 +57,6 @@ pub struct IssuerConfig {
     pub max_token_lifetime_seconds: Option<u64>,
     /// Require this JOSE `typ` (compared case-insensitively, `application/` prefix ignored; RFC 8725 §3.11).
     pub required_typ: Option<String>,
-}
-
-/// One identity header: a claim (dotted path or JSON pointer) and the header it is written to.
-#[derive(Debug, Clone)]
-pub struct ClaimHeader {
-    pub claim: ClaimPath,
-    pub header: HeaderName,
 }
 
 /// Key-set lifecycle knobs (contract section "Key-set lifecycle").

@@ -19,8 +19,9 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 use crate::claims::Claims;
-use crate::config::{ClaimHeader, IssuerConfig};
+use crate::config::IssuerConfig;
 use crate::error::{AuthError, Refused};
+use crate::headers::ClaimHeader;
 use crate::keys::{KeySet, VerifyingKey};
 use crate::policy::Policy;
 
