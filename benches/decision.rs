@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use jwtgate::authorization::authorize;
 use jwtgate::config::Config;
 use jwtgate::dev_issuer::KeyRing;
-use jwtgate::gate::Gate;
+use jwtgate::gate::{Gate, Issuer};
 use jwtgate::jwks::{Fetched, IssuerKeys, KeySource};
 use jwtgate::keys::KeySet;
 use jwtgate::policy::Policy;
@@ -146,8 +146,7 @@ fn ready<F: Future>(f: F) -> F::Output {
 fn cache_hit(c: &mut Criterion) {
     let fx = fixture();
     let (_, _, token) = fx.tokens.iter().find(|t| t.0 == "rs256").expect("rs256 token");
-    let policy = Policy::parse(Some(QUERY), &fx.config).expect("policy");
-    let candidate = validate::precheck(token, &fx.config.issuers, &policy, fx.now).expect("precheck");
+    let candidate = validate::precheck(token, &fx.config.issuers, fx.now).expect("precheck");
     let (identity, key) =
         validate::finish(candidate, &fx.config.issuers, &fx.keys, &fx.config.claims_to_headers).expect("finish");
     let cache = TokenCache::new(100_000, 1 << 30, Duration::from_secs(300));
@@ -190,17 +189,7 @@ fn uncached(c: &mut Criterion) {
         let raw = raw_key(&fx.ring, kid);
         let mut g = c.benchmark_group(format!("uncached_{kid}"));
         g.bench_function("jwtgate_validate", |b| {
-            b.iter(|| {
-                validate::validate(
-                    black_box(token),
-                    &fx.config.issuers,
-                    &[&fx.keys],
-                    &fx.config.claims_to_headers,
-                    &policy,
-                    fx.now,
-                )
-                .expect("valid")
-            })
+            b.iter(|| validate::validate(black_box(token), &fx.config, &[&fx.keys], &policy, fx.now).expect("valid"))
         });
         g.bench_function("jsonwebtoken_decode", |b| {
             b.iter(|| jsonwebtoken::decode::<Value>(black_box(token), &raw, &validation).expect("valid"))
@@ -348,7 +337,7 @@ fn gate_with(fx: &Fixture) -> Gate {
         gate.metrics.clone(),
     );
     ready(keys.refresh()).expect("keys loaded");
-    gate.issuers = vec![Arc::new(keys)].into();
+    gate.issuers = vec![Issuer { config: issuer.clone(), keys: Arc::new(keys) }].into();
     gate
 }
 
@@ -426,7 +415,7 @@ fn count_instructions(fx: &Fixture, case: &str, n: u64) {
         "jwtgate_validate" => {
             let (token, policy) = (token_of(kid), Policy::default());
             run_loop(n, &mut || {
-                black_box(validate::validate(token, issuers, &[&fx.keys], mapping, &policy, fx.now).expect("valid"));
+                black_box(validate::validate(token, &fx.config, &[&fx.keys], &policy, fx.now).expect("valid"));
             })
         }
         "jsonwebtoken_decode" => {
@@ -450,7 +439,7 @@ fn count_instructions(fx: &Fixture, case: &str, n: u64) {
         "jwtgate_hit" => {
             let token = token_of(kid);
             let policy = Policy::parse(Some(QUERY), &fx.config).expect("policy");
-            let candidate = validate::precheck(token, issuers, &policy, fx.now).expect("precheck");
+            let candidate = validate::precheck(token, issuers, fx.now).expect("precheck");
             let (identity, key) = validate::finish(candidate, issuers, &fx.keys, mapping).expect("finish");
             let cache = TokenCache::new(100_000, 1 << 30, Duration::from_secs(300));
             cache.insert(token_cache::digest(token), identity, &key, fx.now);

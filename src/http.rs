@@ -250,7 +250,7 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     let draining = app.draining.load(Ordering::Acquire);
     let mut all_ready = !draining;
     let mut issuers = serde_json::Map::new();
-    for keys in app.gate.issuers.iter() {
+    for keys in app.gate.issuers.iter().map(|i| &i.keys) {
         let state = keys.state();
         all_ready &= state == crate::jwks::IssuerState::Ready;
         let current = keys.current().ok();
@@ -275,7 +275,7 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(app): State<Arc<AppState>>) -> Response {
-    for keys in app.gate.issuers.iter() {
+    for keys in app.gate.issuers.iter().map(|i| &i.keys) {
         keys.export_age();
     }
     app.gate.metrics.cache_entries.set(app.gate.cache.entry_count() as i64);

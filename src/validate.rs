@@ -1,14 +1,17 @@
-//! The decision core: from a compact JWS to a verified [`Identity`], as pure functions of
-//! (token, issuers, key sets, policy, now). No IO, no clock reads, no globals.
+//! The authenticate stage: from a compact JWS to a verified [`Identity`], as pure functions of
+//! (token, issuers, key sets, now). No IO, no clock reads, no globals, and nothing that depends
+//! on the request's `auth-url` policy, so what it proves is cached and reused by every Ingress.
 //!
 //! Order of work (cheap refusals first, and never a fetch for them):
 //! 1. [`Jws::parse`]: three base64url segments, strict JOSE header (no duplicate members, no
 //!    `crit`/`b64`/`enc`/`zip`, an allowed asymmetric `alg`).
 //! 2. [`precheck`]: strict claims set, issuer chosen by `iss`, algorithm allow-list, `typ`,
-//!    `exp`/`nbf`/`iat` with leeway, audience — all before any signature work.
+//!    `exp`/`nbf`/`iat` with leeway, the audience claim's shape — all before any signature work.
 //! 3. [`finish`]: key selection by `kid` within that issuer's keys only, signature verification
-//!    with `jsonwebtoken` (aws-lc-rs), and the identity headers.
-//! 4. [`crate::policy::Policy::check_scopes`]: required scopes (403).
+//!    with `jsonwebtoken` (aws-lc-rs), and the identity headers (the render stage, once per token).
+//!
+//! The policy of the request (issuer filter, audience, step-up, scope, claims, named policies) is
+//! the authorize stage, [`crate::authorization::authorize`], run on every request.
 
 use std::sync::Arc;
 
@@ -19,6 +22,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 use crate::claims::Claims;
+use crate::config::Config;
 use crate::config::IssuerConfig;
 use crate::error::{AuthError, Refused};
 use crate::headers::ClaimHeader;
@@ -207,12 +211,7 @@ fn typ_matches(got: Option<&str>, want: &str) -> bool {
 
 /// Every check that needs no key material, cheapest first. Refusals after the issuer is
 /// known name it.
-pub fn precheck<'a>(
-    token: &'a str,
-    issuers: &[IssuerConfig],
-    policy: &Policy,
-    now: i64,
-) -> Result<Candidate<'a>, Refused> {
+pub fn precheck<'a>(token: &'a str, issuers: &[IssuerConfig], now: i64) -> Result<Candidate<'a>, Refused> {
     let jws = Jws::parse(token)?;
     let claims = crate::json::parse_object(&jws.payload).map_err(AuthError::Malformed)?;
 
@@ -223,7 +222,7 @@ pub fn precheck<'a>(
         None => return Err(AuthError::Issuer.into()),
     };
     let index = issuers.iter().position(|i| i.issuer == iss).ok_or(AuthError::Issuer)?;
-    check_claims(jws, claims, &issuers[index], index, policy, now).map_err(|e| e.at(index))
+    check_claims(jws, claims, &issuers[index], index, now).map_err(|e| e.at(index))
 }
 
 /// The checks of [`precheck`] once the issuer is known.
@@ -232,11 +231,8 @@ fn check_claims<'a>(
     claims: Map<String, Value>,
     issuer: &IssuerConfig,
     index: usize,
-    policy: &Policy,
     now: i64,
 ) -> Result<Candidate<'a>, AuthError> {
-    policy.check_issuer(index)?;
-
     if !issuer.algorithms.contains(&jws.header.alg) {
         return Err(AuthError::Algorithm);
     }
@@ -264,8 +260,8 @@ fn check_claims<'a>(
         return Err(AuthError::Lifetime);
     }
 
+    // Read (and its shape checked) here; which audience is accepted is the request's policy.
     let audiences = string_or_array(claims.get(&issuer.audience_claim))?;
-    policy.check_audience(&audiences, issuer)?;
 
     Ok(Candidate { jws, claims, issuer: index, exp, audiences })
 }
@@ -287,27 +283,27 @@ pub fn finish(
     Ok((Identity { issuer: candidate.issuer, exp: candidate.exp, audiences, scopes, headers, claims }, key))
 }
 
-/// The whole decision for one token with the keys in hand: [`precheck`], [`finish`], then the
-/// policy's scopes. The service runs the same steps with a cache and a key refresh between them.
+/// The whole decision for one token with the keys in hand (`keys[i]` for issuer `i`): authenticate
+/// ([`precheck`], [`finish`]), then authorize with `policy`, for a request without
+/// `X-Original-*` headers. The gate runs the same stages with a cache and a key refresh between.
 pub fn validate(
     token: &str,
-    issuers: &[IssuerConfig],
+    config: &Config,
     keys: &[&KeySet],
-    mapping: &[ClaimHeader],
     policy: &Policy,
     now: i64,
 ) -> Result<Identity, AuthError> {
-    let candidate = precheck(token, issuers, policy, now).map_err(|r| r.error)?;
+    let candidate = precheck(token, &config.issuers, now).map_err(|r| r.error)?;
     let ks = keys[candidate.issuer];
-    let (identity, _) = finish(candidate, issuers, ks, mapping)?;
-    policy.check_scopes(&identity.scopes)?;
+    let (identity, _) = finish(candidate, &config.issuers, ks, &config.claims_to_headers)?;
+    let issuer = &config.issuers[identity.issuer];
+    crate::authorization::authorize(&identity, policy, issuer, &config.policies, &http::HeaderMap::new(), now)?;
     Ok(identity)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::dev_issuer::KeyRing;
     use serde_json::json;
     use std::sync::OnceLock;
@@ -339,7 +335,7 @@ mod tests {
     fn check_with(token: &str, cfg: &Config, query: Option<&str>) -> Result<Identity, AuthError> {
         let (keys, _) = KeySet::from_jwks(ring().jwks().to_string().as_bytes(), 100).unwrap();
         let policy = Policy::parse(query, cfg)?;
-        validate(token, &cfg.issuers, &[&keys], &cfg.claims_to_headers, &policy, NOW)
+        validate(token, cfg, &[&keys], &policy, NOW)
     }
 
     fn check(token: &str) -> Result<Identity, AuthError> {

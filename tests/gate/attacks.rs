@@ -77,7 +77,7 @@ claims_to_headers:
 
     fn check(&self, token: &str) -> Result<Identity, AuthError> {
         let policy = Policy::default();
-        validate(token, &self.config.issuers, &[&self.keys], &self.config.claims_to_headers, &policy, NOW)
+        validate(token, &self.config, &[&self.keys], &policy, NOW)
     }
 
     /// The decision's reason label: `ok`, or the refusal's bounded reason.

@@ -263,3 +263,18 @@ async fn requirements_apply_on_cache_hits_exactly_as_on_misses() {
     assert_eq!(app.verify(Some(&t2), "claim.realm_access.roles=user").await.status(), 200);
     assert_eq!(app.metric(r#"jwtgate_token_cache_lookups_total{result="miss"}"#).await - misses, 1.0);
 }
+
+#[tokio::test]
+async fn authentication_is_cached_independently_of_the_ingress_that_asked_first() {
+    let app = app().await;
+    let t = app.sign("rs256-1", &keycloak_claims(&app));
+    let misses = async || app.metric(r#"jwtgate_token_cache_lookups_total{result="miss"}"#).await;
+    // First seen by an Ingress whose audience it lacks: verified, cached, and refused there.
+    assert_eq!(app.verify(Some(&t), "aud=billing-api").await.status(), 401);
+    assert_eq!(misses().await, 1.0);
+    // Every other Ingress gets the same verified identity from the cache.
+    assert_eq!(app.verify(Some(&t), "").await.status(), 200);
+    assert_eq!(app.verify(Some(&t), "claim.realm_access.roles=user").await.status(), 200);
+    assert_eq!(app.verify(Some(&t), "aud=billing-api").await.status(), 401);
+    assert_eq!(misses().await, 1.0, "verified once");
+}
