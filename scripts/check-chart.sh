@@ -418,11 +418,17 @@ if [[ ! -x "${jwtgate_bin}" ]]; then
   bad "jwtgate check-config: no jwtgate binary at ${jwtgate_bin}"
 else
   echo "using ${jwtgate_bin}"
+  # check-config reads and parses every issuer's ca_file (as serve does). The rendered paths are
+  # the pod's mounts, absent here: point them at a throwaway CA certificate made for this check.
+  test_ca="${WORK}/check-config-ca.pem"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout /dev/null \
+    -subj /CN=jwtgate-check-chart -days 1 -out "${test_ca}" 2>/dev/null
   for name in defaults-1.33 all-on-1.33; do
     cfg="${WORK}/${name}.config.yaml"
-    "${PY}" -c 'import sys, yaml
+    "${PY}" -c 'import re, sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "ConfigMap"]
-sys.stdout.write(docs[0]["data"]["config.yaml"])' "${WORK}/${name}.yaml" > "${cfg}"
+text = docs[0]["data"]["config.yaml"]
+sys.stdout.write(re.sub(r"^(\s*(?:- )?ca_file:).*$", lambda m: m.group(1) + " " + sys.argv[2], text, flags=re.M))' "${WORK}/${name}.yaml" "${test_ca}" > "${cfg}"
     if "${jwtgate_bin}" check-config --config "${cfg}" > "${WORK}/check-config-${name}.log" 2>&1; then
       sed 's/^/  /' "${WORK}/check-config-${name}.log"
       ok "jwtgate check-config ${name}: $(head -n1 "${WORK}/check-config-${name}.log")"

@@ -86,7 +86,12 @@ pub fn main() -> ExitCode {
                 Err(code) => return code,
             };
             crate::telemetry::init(crate::telemetry::format_from_env(config.log.format), &config.log.level);
-            runtime().block_on(serve(path, config))
+            let rt = runtime();
+            let code = rt.block_on(serve(path, config));
+            // Everything that matters has stopped; a resolver thread still blocked on the network
+            // must not hold the exit (shutdown never waits on the identity provider).
+            rt.shutdown_background();
+            code
         }
         Command::Demo { listen, issuer_listen, log_format } => {
             let format = if log_format == "json" { LogFormat::Json } else { LogFormat::Text };

@@ -515,6 +515,12 @@ fn read_issuers(value: Option<&Value>, errs: &mut Vec<String>) -> Option<Vec<Iss
         };
         let leeway_seconds = s.integer("leeway_seconds", 30, 0, 600, errs);
         let ca_file = s.string("ca_file", errs).map(PathBuf::from);
+        // Read and parsed here, so `check-config` refuses what `serve` would (no network needed).
+        if let Some(file) = &ca_file
+            && let Err(e) = read_ca_file(file)
+        {
+            errs.push(format!("{path}.ca_file: {}: {e}", file.display()));
+        }
         let audience_claim = s.string("audience_claim", errs).unwrap_or_else(|| "aud".into());
         let scope_claims = match s.string_list("scope_claims", errs) {
             None => vec!["scope".into(), "scp".into()],
@@ -576,6 +582,21 @@ fn read_policies(value: Option<&Value>, errs: &mut Vec<String>) -> Policies {
         errs.extend(e);
         Policies::default()
     })
+}
+
+/// Reads an issuer's `ca_file`: a PEM bundle of at least one certificate, each of which must
+/// parse as an X.509 trust anchor (checked by building a client that trusts only them, offline).
+pub fn read_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("not a PEM bundle: {e}"))?;
+    if certs.is_empty() {
+        return Err("holds no PEM certificate".into());
+    }
+    reqwest::Client::builder().tls_certs_only(certs.clone()).build().map_err(|e| {
+        let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+        format!("not a usable CA certificate{cause}")
+    })?;
+    Ok(certs)
 }
 
 fn read_claims_to_headers(value: Option<&Value>, errs: &mut Vec<String>) -> Vec<ClaimHeader> {

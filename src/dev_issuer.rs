@@ -26,7 +26,8 @@ pub enum Mode {
     Normal,
     /// Answer 500.
     Error,
-    /// Accept the request and never answer.
+    /// Accept the request and hold the answer while the mode stays `Hang` (forever, unless a
+    /// test switches the mode: then the held requests answer as the new mode says).
     Hang,
     /// Answer 200 with a body that is not JSON.
     Garbage,
@@ -102,6 +103,7 @@ struct Shared {
     issuer: String,
     keys: Mutex<KeyRing>,
     mode: Mutex<Mode>,
+    mode_changed: tokio::sync::Notify,
     max_age: Mutex<Option<u64>>,
     extra_entries: Mutex<Vec<Value>>,
     jwks_hits: AtomicUsize,
@@ -202,6 +204,7 @@ impl DevIssuer {
             issuer: format!("http://{addr}"),
             keys: Mutex::new(KeyRing::default()),
             mode: Mutex::new(Mode::Normal),
+            mode_changed: tokio::sync::Notify::new(),
             max_age: Mutex::new(None),
             extra_entries: Mutex::new(Vec::new()),
             jwks_hits: AtomicUsize::new(0),
@@ -265,6 +268,7 @@ impl DevIssuer {
 
     pub fn set_mode(&self, mode: Mode) {
         *self.shared.mode.lock().unwrap() = mode;
+        self.shared.mode_changed.notify_waiters();
     }
 
     /// Sends `Cache-Control: max-age=N` with the JWKS.
@@ -299,15 +303,19 @@ impl DevIssuer {
 
 /// The failure response the current mode asks for, after hanging if it asks for that.
 async fn misbehave(shared: &Shared) -> Option<Response> {
-    let mode = *shared.mode.lock().unwrap();
-    match mode {
-        Mode::Normal => None,
-        Mode::Error => Some((http::StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response()),
-        Mode::Garbage => Some("<html>this is not JSON".into_response()),
-        Mode::Hang => {
-            std::future::pending::<()>().await;
-            None
-        }
+    loop {
+        // Registered before reading the mode, so a switch in between is not missed.
+        let changed = shared.mode_changed.notified();
+        let mode = *shared.mode.lock().unwrap();
+        return match mode {
+            Mode::Normal => None,
+            Mode::Error => Some((http::StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response()),
+            Mode::Garbage => Some("<html>this is not JSON".into_response()),
+            Mode::Hang => {
+                changed.await;
+                continue;
+            }
+        };
     }
 }
 

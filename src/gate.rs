@@ -1,5 +1,5 @@
 //! The gate: one `/verify` decision with everything around the pure core — the verified-token
-//! cache, each issuer's current keys, the unknown-kid refetch, and metrics.
+//! cache, each issuer's current keys (asked of [`crate::jwks::IssuerKeys`]), and metrics.
 //!
 //! [`Gate::decide`] runs the stages of Ory Oathkeeper and heimdall, in this order:
 //! 1. the request's policy, parsed once per distinct `auth-url` query ([`PolicyMemo`]; 400);
@@ -135,7 +135,7 @@ impl Gate {
             .iter()
             .map(|issuer| {
                 let cache = self.cache.clone();
-                tokio::spawn(issuer.keys.clone().run(cancel.clone(), move || cache.purge_dead_keys()))
+                tokio::spawn(issuer.keys.clone().run(cancel.clone(), move |removed| cache.purge_keys(removed)))
             })
             .collect()
     }
@@ -172,8 +172,9 @@ impl Gate {
                 if now >= id.exp.saturating_add(issuer.config.leeway_seconds as i64) {
                     return Err(refuse(AuthError::Expired));
                 }
-                // Past max_stale, even cached identities are not vouched for.
-                issuer.keys.current().map_err(refuse)?;
+                // Past max_stale, after the issuer withdrew every key, or once the key that
+                // verified it left the JWKS, a cached identity is not vouched for.
+                issuer.keys.vouch(&entry).map_err(refuse)?;
                 Ok(entry)
             }
             None => {
@@ -213,27 +214,9 @@ impl Gate {
         let candidate = validate::precheck(token, &self.config.issuers, now)?;
         let index = candidate.issuer;
         let refuse = |e: AuthError| e.at(index);
-        let keys = &self.issuers[index].keys;
-        let kid = candidate.jws.header.kid.clone();
-        let alg = candidate.jws.header.alg;
-
-        let generation = keys.generation();
-        let mut snapshot = keys.current();
-        let needs_fetch = match &snapshot {
-            Ok(s) => matches!(s.keys.select(kid.as_deref(), alg), Err(AuthError::UnknownKey)),
-            Err(_) => true,
-        };
-        if needs_fetch {
-            if keys.refetch_for_unknown(kid.as_deref(), generation).await {
-                snapshot = keys.current();
-            }
-            if let Ok(s) = &snapshot
-                && matches!(s.keys.select(kid.as_deref(), alg), Err(AuthError::UnknownKey))
-            {
-                keys.remember_unknown(kid.as_deref());
-            }
-        }
-        let snapshot = snapshot.map_err(refuse)?;
+        let kid = candidate.jws.header.kid.as_deref();
+        // Every key-set rule (refetch, cooldown, unknown-kid memory, revocation) is the owner's.
+        let snapshot = self.issuers[index].keys.keys_for(kid, candidate.jws.header.alg).await.map_err(refuse)?;
         validate::finish(candidate, &self.config.issuers, &snapshot.keys, &self.config.claims_to_headers)
             .map_err(refuse)
     }

@@ -1,7 +1,7 @@
 //! Serving until a signal, then a clean exit: on SIGTERM or SIGINT `/readyz` turns 503 at once,
 //! the listener keeps serving for `shutdown.drain_delay_seconds` (so the endpoint is withdrawn
-//! before connections are refused), then stops accepting, lets in-flight requests finish within
-//! `shutdown.grace_seconds`, and stops the background refreshers.
+//! before connections are refused), then stops accepting, stops the key owners (abandoning a fetch
+//! in progress), and lets in-flight requests finish within `shutdown.grace_seconds`.
 //!
 //! The accept loop is hyper's HTTP/1 server used directly rather than `axum::serve`, for three
 //! settings nginx-facing traffic needs: response header names in canonical Title-Case
@@ -117,14 +117,16 @@ pub async fn serve(listener: TcpListener, gate: Gate, stop: impl Future<Output =
     draining.store(true, Ordering::Release);
     accept_until(&listener, &app, &builder, &graceful, tokio::time::sleep(shutdown.drain_delay)).await;
     drop(listener);
-
-    match tokio::time::timeout(shutdown.grace, graceful.shutdown()).await {
-        Ok(()) => tracing::info!("all connections closed"),
-        Err(_) => tracing::warn!("grace period over with requests in flight; exiting"),
-    }
+    // Stop the key owners before the grace period: a fetch in progress is abandoned, and a request
+    // still waiting on it is answered at once rather than holding the exit (shutdown never waits
+    // on the identity provider). The owners return without awaiting anything.
     cancel.cancel();
     for r in refreshers {
         let _ = r.await;
+    }
+    match tokio::time::timeout(shutdown.grace, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("all connections closed"),
+        Err(_) => tracing::warn!("grace period over with requests in flight; exiting"),
     }
     Ok(())
 }

@@ -36,6 +36,12 @@ impl Entry {
     pub fn key_alive(&self) -> bool {
         self.key.strong_count() > 0
     }
+
+    /// True when `key` is the key that verified this token (by identity; the entry's `Weak`
+    /// keeps the allocation, so the address cannot be reused while the entry exists).
+    pub fn verified_by(&self, key: &Arc<VerifyingKey>) -> bool {
+        std::ptr::eq(self.key.as_ptr(), Arc::as_ptr(key))
+    }
 }
 
 struct ExpireAtEntryTtl;
@@ -105,9 +111,14 @@ impl TokenCache {
         entry
     }
 
-    /// Drops every entry whose key is no longer published (after a refresh removed keys).
-    pub fn purge_dead_keys(&self) {
-        let _ = self.cache.invalidate_entries_if(|_, e| !e.key_alive());
+    /// Drops every entry verified by one of `removed` (keys that just left their issuer's JWKS),
+    /// and any whose key is gone. Called in the same step as the key set that dropped them is
+    /// installed; holds only the keys' addresses, so it keeps no removed key alive.
+    pub fn purge_keys(&self, removed: &[Arc<VerifyingKey>]) {
+        let removed: Vec<usize> = removed.iter().map(|k| Arc::as_ptr(k) as usize).collect();
+        let _ = self
+            .cache
+            .invalidate_entries_if(move |_, e| !e.key_alive() || removed.contains(&(e.key.as_ptr() as usize)));
     }
 
     /// Entries held, after moka's pending maintenance has run.

@@ -12,4 +12,5 @@ mod nginx;
 mod nginx_support;
 mod oidc;
 mod providers;
+mod tls_idp;
 mod wycheproof;
