@@ -17,7 +17,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{Criterion, criterion_group};
 use http::HeaderMap;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{DecodingKey, Validation};
+use jwtgate::algorithm::Algorithm;
 use serde_json::{Value, json};
 
 use jwtgate::authorization::authorize;
@@ -119,7 +120,7 @@ fn build_fixture(algs: &[(&'static str, Algorithm)]) -> Fixture {
 
 /// What a jsonwebtoken user would write for the same checks.
 fn raw_validation(alg: Algorithm) -> Validation {
-    let mut v = Validation::new(alg);
+    let mut v = Validation::new(alg.jsonwebtoken().expect("jsonwebtoken has it"));
     v.leeway = LEEWAY;
     v.validate_nbf = true;
     v.set_audience(&[AUD]);
@@ -146,7 +147,7 @@ fn ready<F: Future>(f: F) -> F::Output {
 fn cache_hit(c: &mut Criterion) {
     let fx = fixture();
     let (_, _, token) = fx.tokens.iter().find(|t| t.0 == "rs256").expect("rs256 token");
-    let candidate = validate::precheck(token, &fx.config.issuers, fx.now).expect("precheck");
+    let candidate = validate::precheck(token, &fx.config.issuers, &Policy::default(), fx.now).expect("precheck");
     let (identity, key) =
         validate::finish(candidate, &fx.config.issuers, &fx.keys, &fx.config.claims_to_headers).expect("finish");
     let cache = TokenCache::new(100_000, 1 << 30, Duration::from_secs(300));
@@ -189,7 +190,17 @@ fn uncached(c: &mut Criterion) {
         let raw = raw_key(&fx.ring, kid);
         let mut g = c.benchmark_group(format!("uncached_{kid}"));
         g.bench_function("jwtgate_validate", |b| {
-            b.iter(|| validate::validate(black_box(token), &fx.config, &[&fx.keys], &policy, fx.now).expect("valid"))
+            b.iter(|| {
+                validate::validate(
+                    black_box(token),
+                    &fx.config.issuers,
+                    &[&fx.keys],
+                    &fx.config.claims_to_headers,
+                    &policy,
+                    fx.now,
+                )
+                .expect("valid")
+            })
         });
         g.bench_function("jsonwebtoken_decode", |b| {
             b.iter(|| jsonwebtoken::decode::<Value>(black_box(token), &raw, &validation).expect("valid"))
@@ -415,7 +426,7 @@ fn count_instructions(fx: &Fixture, case: &str, n: u64) {
         "jwtgate_validate" => {
             let (token, policy) = (token_of(kid), Policy::default());
             run_loop(n, &mut || {
-                black_box(validate::validate(token, &fx.config, &[&fx.keys], &policy, fx.now).expect("valid"));
+                black_box(validate::validate(token, issuers, &[&fx.keys], mapping, &policy, fx.now).expect("valid"));
             })
         }
         "jsonwebtoken_decode" => {
@@ -439,7 +450,7 @@ fn count_instructions(fx: &Fixture, case: &str, n: u64) {
         "jwtgate_hit" => {
             let token = token_of(kid);
             let policy = Policy::parse(Some(QUERY), &fx.config).expect("policy");
-            let candidate = validate::precheck(token, issuers, fx.now).expect("precheck");
+            let candidate = validate::precheck(token, issuers, &Policy::default(), fx.now).expect("precheck");
             let (identity, key) = validate::finish(candidate, issuers, &fx.keys, mapping).expect("finish");
             let cache = TokenCache::new(100_000, 1 << 30, Duration::from_secs(300));
             cache.insert(token_cache::digest(token), identity, &key, fx.now);

@@ -7,6 +7,9 @@
 #                    reachable from our machines/CI, so this is how we get them.
 #   python venv    - kubernetes-validate and checkov, pinned in
 #                    scripts/chart-requirements.txt.
+#   promtool       - from the Debian package `prometheus` (apt-get, root only):
+#                    checks the dashboard's and the alerts' PromQL. The package
+#                    starts a Prometheus server, which is stopped again.
 #
 # Everything goes into ${JWTGATE_TOOLS:-$HOME/.cache/jwtgate-tools}:
 #   bin/helm, bin/kubectl, venv/, and *.stamp files recording what was
@@ -98,6 +101,20 @@ else
 fi
 log "helm:    $("${TOOLS}/bin/helm" version --short)"
 log "kubectl: $("${TOOLS}/bin/kubectl" version --client 2>/dev/null | head -n1)"
+
+# ---- promtool (Debian package prometheus) -------------------------------------
+if ! command -v promtool >/dev/null 2>&1; then
+  ensure_apt_pkg prometheus "promtool checks the Grafana dashboard's and the PrometheusRule's PromQL"
+  # The package starts a Prometheus server (and may pull in the node exporter); only promtool
+  # is wanted, so stop them rather than leave a server on :9090.
+  for svc in prometheus prometheus-node-exporter; do
+    if [[ -e "/etc/init.d/${svc}" ]] || systemctl list-unit-files "${svc}.service" >/dev/null 2>&1; then
+      (systemctl stop "${svc}" 2>/dev/null || service "${svc}" stop 2>/dev/null) >/dev/null 2>&1 || true
+    fi
+  done
+fi
+command -v promtool >/dev/null 2>&1 || die "promtool is still missing after installing the prometheus package"
+log "promtool: $(promtool --version 2>&1 | head -n1)"
 
 # ---- python venv: kubernetes-validate + checkov ------------------------------
 [[ -f "${REQUIREMENTS}" ]] || die "missing ${REQUIREMENTS}"

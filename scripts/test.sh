@@ -10,7 +10,14 @@ echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 
-echo "== tests (unit, integration, nginx end-to-end, real OpenID provider)"
+echo "== release build (the binary the image ships: LTO, one codegen unit; incremental once target/ is warm)"
+release_start=$SECONDS
+cargo build --release --locked --bin jwtgate
+echo "release build: $((SECONDS - release_start)) s"
+# tests/gate/runtime_contract.rs runs it as the image does: uid 65532, cwd /, no HOME, read-only config.
+export JWTGATE_RELEASE_BIN="$PWD/target/release/jwtgate"
+
+echo "== tests (unit, integration, nginx end-to-end, real OpenID provider, the image's runtime contract)"
 cargo test --locked --all-targets
 
 echo "== Wycheproof vectors (JWTGATE_WYCHEPROOF_DIR; .ci/run sets it)"

@@ -12,7 +12,7 @@ use crate::config::IssuerConfig;
 use crate::error::{AuthError, LogSafe, PolicyDenial, StepUp};
 use crate::policy::Policy;
 use crate::rules::{CelClaims, Policies, RequestVars};
-use crate::validate::Identity;
+use crate::validate::{Check, Identity, Observe};
 
 /// What an allowed request's answer may be cached for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,20 +34,61 @@ pub fn authorize(
     request: &HeaderMap,
     now: i64,
 ) -> Result<Grant, AuthError> {
+    authorize_observed(identity, policy, issuer, policies, request, now, &mut ())
+}
+
+/// [`authorize`], telling `obs` each check's outcome (`jwtgate explain`).
+pub fn authorize_observed(
+    identity: &Identity,
+    policy: &Policy,
+    issuer: &IssuerConfig,
+    policies: &Policies,
+    request: &HeaderMap,
+    now: i64,
+    obs: &mut impl Observe,
+) -> Result<Grant, AuthError> {
+    // Checked before the signature on a miss too; here for every request, hits included.
     policy.check_issuer(identity.issuer)?;
     policy.check_audience(&identity.audiences, issuer)?;
-    let until = step_up(identity, policy, issuer.leeway_seconds as i64, now)?;
-    policy.check_scopes(&identity.scopes)?;
-    if let Some(failed) = policy.claims.iter().find(|r| !r.is_met(identity.claims.json())) {
-        return Err(AuthError::Claim(failed.raw.clone()));
+    let until = if policy.acr.is_none() && policy.max_age.is_none() {
+        obs.skip(Check::StepUp, "no acr= or max_age= in the query");
+        None
+    } else {
+        obs.on(Check::StepUp, step_up(identity, policy, issuer.leeway_seconds as i64, now))?
+    };
+    obs.on(Check::Scope, policy.check_scopes(&identity.scopes))?;
+    if policy.claims.is_empty() {
+        obs.skip(Check::ClaimRequirements, "no claim. requirement in the query");
+    } else {
+        let failed = policy.claims.iter().find(|r| !r.is_met(identity.claims.json()));
+        obs.on(Check::ClaimRequirements, failed.map_or(Ok(()), |r| Err(AuthError::Claim(r.raw.clone()))))?;
     }
-    if !policy.policies.is_empty() {
+    if policy.policies.is_empty() {
+        obs.skip(Check::Policies, "no policy= in the query");
+    } else {
+        obs.on(Check::Policies, named_policies(identity, policy, policies, request))?;
+    }
+    Ok(Grant { until, per_request: policy.reads_request })
+}
+
+/// The query's named policies, in order: the first that is not `true` denies.
+fn named_policies(
+    identity: &Identity,
+    policy: &Policy,
+    policies: &Policies,
+    request: &HeaderMap,
+) -> Result<(), AuthError> {
+    {
         let vars = policy.reads_request.then(|| request_vars(request));
         let claims = match &policy.policy_claims {
             Some(names) => CelClaims::only(&identity.claims, names),
             None => CelClaims::new(&identity.claims),
         };
         for &index in &policy.policies {
+            if index >= policies.len() {
+                // Parsed against another config's policies: never an allow.
+                return Err(AuthError::Policy(PolicyDenial { name: "(unknown)".into(), error: None }));
+            }
             let denial = match policies.evaluate(index, &claims, vars.as_ref()) {
                 Ok(true) => continue,
                 Ok(false) => None,
@@ -57,7 +98,7 @@ pub fn authorize(
             return Err(AuthError::Policy(PolicyDenial { name, error: denial }));
         }
     }
-    Ok(Grant { until, per_request: policy.reads_request })
+    Ok(())
 }
 
 /// `X-Original-Method` and `X-Original-URL` as a policy's `request` sees them.

@@ -60,6 +60,7 @@ impl ClaimPath {
 /// A verified claims set, kept with the cached identity so that requirements and policies run on
 /// every request, cache hit or miss. It knows roughly how much memory it holds, so that the
 /// token cache can be bounded by bytes ([`crate::token_cache`]).
+#[derive(Clone)]
 pub struct Claims {
     json: Value,
     heap_bytes: usize,

@@ -1,7 +1,8 @@
-//! The command line: `serve`, `check-config`, `demo`, `--version`.
+//! The command line: `serve`, `check-config`, `demo`, `explain`, `--version`.
 //!
 //! Exit codes: 0 success, 2 bad configuration (every problem listed, nothing bound),
-//! 1 any other failure (for example the port is taken).
+//! 1 any other failure (for example the port is taken). `explain`: 0 allowed, 1 refused, 2 bad
+//! config or query.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,6 +45,32 @@ enum Command {
         /// Log format for the demo (text or json).
         #[arg(long, default_value = "text")]
         log_format: String,
+    },
+    /// Explain why a token is allowed or refused: every check /verify runs, and its answer.
+    ///
+    /// Exit code: 0 allowed, 1 refused, 2 bad config or query. The signature is never printed.
+    Explain {
+        /// Config file [default: $JWTGATE_CONFIG, else /etc/jwtgate/config.yaml]
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// The auth-url query string of the Ingress, e.g. 'aud=orders-api&scope=orders:read'.
+        #[arg(long, value_name = "QUERY")]
+        query: Option<String>,
+        /// The original request's method (X-Original-Method).
+        #[arg(long, value_name = "M", default_value = "GET")]
+        method: String,
+        /// The original request's URL (X-Original-URL).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Fetch nothing: skip the key and signature checks (and say so).
+        #[arg(long)]
+        offline: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The token, or `-` (the default) to read it from standard input.
+        #[arg(value_name = "TOKEN|-")]
+        token: Option<String>,
     },
 }
 
@@ -92,6 +119,44 @@ pub fn main() -> ExitCode {
             // must not hold the exit (shutdown never waits on the identity provider).
             rt.shutdown_background();
             code
+        }
+        Command::Explain { config, query, method, url, offline, json, token } => {
+            let (_, config) = match load(config) {
+                Ok(x) => x,
+                Err(code) => return code,
+            };
+            let token = match token.as_deref() {
+                Some(t) if t != "-" => t.to_string(),
+                _ => {
+                    let mut buf = String::new();
+                    if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut buf) {
+                        eprintln!("explain: cannot read the token from standard input: {e}");
+                        return ExitCode::from(2);
+                    }
+                    buf
+                }
+            };
+            // Fetch problems (a skipped JWKS entry, a failed fetch) are logged to stderr.
+            crate::telemetry::init(LogFormat::Text, "warn");
+            let query = query.map(|q| q.strip_prefix('?').map(str::to_string).unwrap_or(q));
+            let request = crate::explain::Request { token, query, method: method.to_ascii_uppercase(), url, offline };
+            let now = crate::gate::unix_now();
+            match runtime().block_on(crate::explain::explain(config, request, now)) {
+                Ok(report) => {
+                    let text = if json {
+                        serde_json::to_string_pretty(&report.to_json()).expect("JSON") + "\n"
+                    } else {
+                        report.to_text(now)
+                    };
+                    // A closed pipe (`| head`) is not an error worth a panic.
+                    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+                    ExitCode::from(report.exit_code())
+                }
+                Err(e) => {
+                    eprintln!("explain: {e}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Command::Demo { listen, issuer_listen, log_format } => {
             let format = if log_format == "json" { LogFormat::Json } else { LogFormat::Text };

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
-use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 use url::Url;
 
+use crate::algorithm::Algorithm;
 use crate::claims::ClaimPath;
 use crate::headers::ClaimHeader;
 use crate::rules::Policies;
@@ -117,24 +117,6 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
 }
 
-/// The algorithms the contract allows in `algorithms:`; HMAC and `none` are never among them.
-pub const SUPPORTED_ALGORITHMS: &[(&str, Algorithm)] = &[
-    ("RS256", Algorithm::RS256),
-    ("RS384", Algorithm::RS384),
-    ("RS512", Algorithm::RS512),
-    ("PS256", Algorithm::PS256),
-    ("PS384", Algorithm::PS384),
-    ("PS512", Algorithm::PS512),
-    ("ES256", Algorithm::ES256),
-    ("ES384", Algorithm::ES384),
-    ("EdDSA", Algorithm::EdDSA),
-];
-
-/// Parses a supported asymmetric algorithm name (exact case, as JOSE requires).
-pub fn parse_algorithm(name: &str) -> Option<Algorithm> {
-    SUPPORTED_ALGORITHMS.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
-}
-
 /// Headers an identity header may never be: they would change how nginx or the upstream
 /// handles the request itself, or they are jwtgate's own response headers.
 const RESERVED_HEADERS: &[&str] = &[
@@ -209,7 +191,7 @@ impl Config {
                     Some(u) => format!("jwks_uri {u}"),
                     None => "jwks_uri by discovery".to_string(),
                 };
-                let algs: Vec<String> = i.algorithms.iter().map(|a| format!("{a:?}")).collect();
+                let algs: Vec<&str> = i.algorithms.iter().map(|a| a.name()).collect();
                 format!(
                     "issuer {}: {} ({keys}; audiences {}; algorithms {}; leeway {}s)",
                     i.name,
@@ -504,9 +486,9 @@ fn read_issuers(value: Option<&Value>, errs: &mut Vec<String>) -> Option<Vec<Iss
                 .iter()
                 .enumerate()
                 .filter_map(|(j, a)| {
-                    let alg = parse_algorithm(a);
+                    let alg = Algorithm::parse(a);
                     if alg.is_none() {
-                        let names: Vec<&str> = SUPPORTED_ALGORITHMS.iter().map(|(n, _)| *n).collect();
+                        let names: Vec<&str> = crate::algorithm::NAMES.iter().map(|(n, _)| *n).collect();
                         errs.push(format!("{path}.algorithms[{j}]: `{a}` is not one of {}", names.join(", ")));
                     }
                     alg

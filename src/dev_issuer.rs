@@ -15,9 +15,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+
+use crate::algorithm::Algorithm;
 
 /// How the JWKS and discovery endpoints behave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +87,7 @@ impl KeyRing {
     /// Signs `claims` with key `kid` and a standard header `{"alg", "typ": "JWT", "kid"}`.
     pub fn sign(&self, kid: &str, claims: &Value) -> String {
         let alg = self.key(kid).alg;
-        let header = json!({"alg": format!("{alg:?}"), "typ": "JWT", "kid": kid});
+        let header = json!({"alg": alg.name(), "typ": "JWT", "kid": kid});
         self.sign_raw(kid, alg, header.to_string().as_bytes(), claims.to_string().as_bytes())
     }
 
@@ -140,11 +141,11 @@ fn generate(alg: Algorithm, kid: &str) -> DevKey {
             let jwk = json!({"kty": "RSA", "n": b64(public.modulus().big_endian_without_leading_zero()), "e": b64(public.exponent().big_endian_without_leading_zero())});
             (Signer::Rsa(kp), jwk)
         }
-        Algorithm::ES256 | Algorithm::ES384 => {
-            let (signing, crv, len) = if alg == Algorithm::ES256 {
-                (&sig::ECDSA_P256_SHA256_FIXED_SIGNING, "P-256", 32)
-            } else {
-                (&sig::ECDSA_P384_SHA384_FIXED_SIGNING, "P-384", 48)
+        Algorithm::ES256 | Algorithm::ES384 | Algorithm::ES512 => {
+            let (signing, crv, len) = match alg {
+                Algorithm::ES256 => (&sig::ECDSA_P256_SHA256_FIXED_SIGNING, "P-256", 32),
+                Algorithm::ES384 => (&sig::ECDSA_P384_SHA384_FIXED_SIGNING, "P-384", 48),
+                _ => (&sig::ECDSA_P521_SHA512_FIXED_SIGNING, "P-521", 66),
             };
             let kp = sig::EcdsaKeyPair::generate(signing).expect("EC keygen");
             let point = kp.public_key().as_ref().to_vec();
@@ -156,11 +157,10 @@ fn generate(alg: Algorithm, kid: &str) -> DevKey {
             let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": b64(kp.public_key().as_ref())});
             (Signer::Ed(kp), jwk)
         }
-        other => panic!("the development issuer does not sign {other:?}"),
     };
     jwk["kid"] = json!(kid);
     jwk["use"] = json!("sig");
-    jwk["alg"] = json!(format!("{alg:?}"));
+    jwk["alg"] = json!(alg.name());
     DevKey { kid: kid.to_string(), alg, signer, jwk, published: true }
 }
 

@@ -62,6 +62,15 @@ pub fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
+/// How long nginx may cache an allow that holds until `end` (the token's `exp`, or earlier under
+/// step-up's `max_age=`): at most `max_ttl`.
+pub fn max_age(end: i64, now: i64, max_ttl: std::time::Duration) -> u64 {
+    // `now` is whole seconds, so up to a second has already passed: one less keeps nginx's
+    // cache (which counts the whole last second as fresh) strictly before `end`.
+    let remaining = end.saturating_sub(now).saturating_sub(1).max(0) as u64;
+    remaining.min(max_ttl.as_secs())
+}
+
 /// Extracts the token: `Authorization: Bearer <token>` (scheme case-insensitive, RFC 6750 §2.1),
 /// else the configured cookie. More than one `Authorization` header is malformed.
 pub fn extract_token<'h>(headers: &'h HeaderMap, config: &crate::config::TokenConfig) -> Result<&'h str, AuthError> {
@@ -154,14 +163,16 @@ impl Gate {
     pub async fn decide(&self, query: Option<&str>, headers: &HeaderMap, now: i64) -> Result<Allowed, Refused> {
         let policy = self.policies.get(query, &self.config)?;
         let token = extract_token(headers, &self.config.token)?;
-        let entry = self.authenticate(token, now).await?;
+        let entry = self.authenticate(token, &policy, now).await?;
         let grant = self.authorize(&entry.identity, &policy, headers, now)?;
         Ok(self.render(entry, grant, now))
     }
 
     /// Authenticate: the verified identity of `token`, from the cache when it is there and still
-    /// vouched for, else verified now and cached. Nothing here depends on the request's policy.
-    pub async fn authenticate(&self, token: &str, now: i64) -> Result<Arc<Entry>, Refused> {
+    /// vouched for, else verified now and cached. On a miss the request's issuer filter and
+    /// audience refuse before any signature work (cheap refusals first); authorize checks them
+    /// again on every request, so what is cached serves every Ingress alike.
+    pub async fn authenticate(&self, token: &str, policy: &Policy, now: i64) -> Result<Arc<Entry>, Refused> {
         let digest = crate::token_cache::digest(token);
         match self.cache.get(&digest) {
             Some(entry) => {
@@ -179,7 +190,7 @@ impl Gate {
             }
             None => {
                 self.metrics.cache_misses.inc();
-                let (identity, key) = self.verify(token, now).await?;
+                let (identity, key) = self.verify(token, policy, now).await?;
                 Ok(self.cache.insert(digest, identity, &key, now))
             }
         }
@@ -199,19 +210,21 @@ impl Gate {
     }
 
     /// Render: the identity headers (rendered at verification) and how long nginx may keep the
-    /// answer. `now` is whole seconds, so up to a second has already passed: one less keeps
-    /// nginx's cache (which counts the whole last second as fresh) strictly before `exp`, and
-    /// before `auth_time` + `max_age` under step-up.
+    /// answer: until the token's `exp`, and under step-up until `auth_time` + `max_age`.
     fn render(&self, entry: Arc<Entry>, grant: Grant, now: i64) -> Allowed {
         let end = grant.until.map_or(entry.identity.exp, |until| until.min(entry.identity.exp));
-        let remaining = end.saturating_sub(now).saturating_sub(1).max(0) as u64;
-        let max_age = remaining.min(self.config.cache.max_ttl.as_secs());
+        let max_age = max_age(end, now, self.config.cache.max_ttl);
         Allowed { entry, max_age, no_store: grant.per_request }
     }
 
     /// Verifies a token that is not in the cache.
-    async fn verify(&self, token: &str, now: i64) -> Result<(Identity, Arc<crate::keys::VerifyingKey>), Refused> {
-        let candidate = validate::precheck(token, &self.config.issuers, now)?;
+    async fn verify(
+        &self,
+        token: &str,
+        policy: &Policy,
+        now: i64,
+    ) -> Result<(Identity, Arc<crate::keys::VerifyingKey>), Refused> {
+        let candidate = validate::precheck(token, &self.config.issuers, policy, now)?;
         let index = candidate.issuer;
         let refuse = |e: AuthError| e.at(index);
         let kid = candidate.jws.header.kid.as_deref();

@@ -3,18 +3,23 @@
 //!
 //! Entries that are unusable or weak are skipped with a stated reason, never trusted, and one
 //! bad entry never discards the good ones: RSA under 2048 bits (or with a bad exponent), `oct`
-//! keys, `use` other than `sig`, `key_ops` without `verify`, curves other than P-256, P-384 and
-//! Ed25519, EC points not on their curve, a JWK `alg` that does not fit the key, and entries that
-//! publish private key material.
+//! keys, `use` other than `sig`, `key_ops` without `verify`, curves other than P-256, P-384, P-521
+//! and Ed25519, EC points not on their curve, a JWK `alg` that does not fit the key, and entries
+//! that publish private key material.
+//!
+//! Signatures are verified by [`VerifyingKey::verify`]: jsonwebtoken (on aws-lc-rs) for every
+//! algorithm it has, aws-lc-rs directly for ES512, which jsonwebtoken lacks. Both sit behind the
+//! same key-binding rules ([`VerifyingKey::fits`], [`KeySet::select`]).
 
 use std::sync::Arc;
 
 use aws_lc_rs::signature as sig;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::DecodingKey;
 use serde_json::Value;
 
+use crate::algorithm::Algorithm;
 use crate::error::AuthError;
 
 /// The kind of key material, which decides the algorithms it can verify.
@@ -23,6 +28,7 @@ pub enum KeyFamily {
     Rsa,
     EcP256,
     EcP384,
+    EcP521,
     Ed25519,
 }
 
@@ -38,8 +44,8 @@ impl KeyFamily {
             | Algorithm::PS512 => Some(KeyFamily::Rsa),
             Algorithm::ES256 => Some(KeyFamily::EcP256),
             Algorithm::ES384 => Some(KeyFamily::EcP384),
+            Algorithm::ES512 => Some(KeyFamily::EcP521),
             Algorithm::EdDSA => Some(KeyFamily::Ed25519),
-            _ => None,
         }
     }
 }
@@ -50,9 +56,17 @@ pub struct VerifyingKey {
     pub family: KeyFamily,
     /// The JWK's `alg`, when it has one: then only that algorithm may use the key.
     pub alg: Option<Algorithm>,
-    pub decoding: DecodingKey,
+    verifier: Verifier,
     /// The public key material, to recognise the same key across refreshes.
     material: Vec<u8>,
+}
+
+/// What checks a signature with the key.
+enum Verifier {
+    /// Every algorithm jsonwebtoken has.
+    Jwt(DecodingKey),
+    /// ES512: ECDSA P-521 with SHA-512, the point parsed (and checked on the curve) at load time.
+    P521(sig::ParsedPublicKey),
 }
 
 impl std::fmt::Debug for VerifyingKey {
@@ -69,6 +83,22 @@ impl VerifyingKey {
     /// True when this key may verify a token signed with `alg`.
     pub fn fits(&self, alg: Algorithm) -> bool {
         KeyFamily::for_algorithm(alg) == Some(self.family) && self.alg.is_none_or(|a| a == alg)
+    }
+
+    /// Checks `signature` (base64url, as in the token) over `message` with `alg`. The caller
+    /// has checked that the key [`fits`](Self::fits) `alg`.
+    pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &str) -> bool {
+        match (&self.verifier, alg.jsonwebtoken()) {
+            (Verifier::Jwt(key), Some(alg)) => {
+                jsonwebtoken::crypto::verify(signature, message, key, alg).unwrap_or(false)
+            }
+            // RFC 7518 §3.4: the signature is R || S, each 66 octets for P-521; anything else
+            // (DER, truncated, padded) is refused by the fixed-length verifier.
+            (Verifier::P521(key), None) => {
+                URL_SAFE_NO_PAD.decode(signature).is_ok_and(|s| key.verify_sig(message, &s).is_ok())
+            }
+            _ => false,
+        }
     }
 
     fn same_key(&self, other: &VerifyingKey) -> bool {
@@ -229,7 +259,7 @@ pub fn parse_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
     };
     let alg = match jwk.get("alg") {
         None => None,
-        Some(Value::String(s)) => match crate::config::parse_algorithm(s) {
+        Some(Value::String(s)) => match Algorithm::parse(s) {
             Some(a) => Some(a),
             None => return Err(format!("`alg` {s} is not a supported signature algorithm")),
         },
@@ -242,7 +272,7 @@ pub fn parse_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
         }
     }
     let kty = jwk.get("kty").and_then(Value::as_str).ok_or("missing `kty`")?;
-    let (family, decoding, material) = match kty {
+    let (family, verifier, material) = match kty {
         "RSA" => {
             let n = b64_field(jwk, "n")?;
             let e = b64_field(jwk, "e")?;
@@ -265,13 +295,14 @@ pub fn parse_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
             }
             let mut material = n.to_vec();
             material.extend_from_slice(e);
-            (KeyFamily::Rsa, DecodingKey::from_rsa_raw_components(n, e), material)
+            (KeyFamily::Rsa, Verifier::Jwt(DecodingKey::from_rsa_raw_components(n, e)), material)
         }
         "EC" => {
             let crv = jwk.get("crv").and_then(Value::as_str).ok_or("missing `crv`")?;
             let (family, len, check) = match crv {
                 "P-256" => (KeyFamily::EcP256, 32, &sig::ECDSA_P256_SHA256_FIXED),
                 "P-384" => (KeyFamily::EcP384, 48, &sig::ECDSA_P384_SHA384_FIXED),
+                "P-521" => (KeyFamily::EcP521, 66, &sig::ECDSA_P521_SHA512_FIXED),
                 other => return Err(format!("curve {other} is not supported")),
             };
             let x = b64_field(jwk, "x")?;
@@ -284,8 +315,13 @@ pub fn parse_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
             // Refuse points that are not on the curve (invalid-curve attacks) at load time.
-            sig::ParsedPublicKey::new(check, &point).map_err(|_| format!("{crv} point is not on the curve"))?;
-            (family, DecodingKey::from_ec_der(&point), point)
+            let parsed =
+                sig::ParsedPublicKey::new(check, &point).map_err(|_| format!("{crv} point is not on the curve"))?;
+            let verifier = match family {
+                KeyFamily::EcP521 => Verifier::P521(parsed),
+                _ => Verifier::Jwt(DecodingKey::from_ec_der(&point)),
+            };
+            (family, verifier, point)
         }
         "OKP" => {
             let crv = jwk.get("crv").and_then(Value::as_str).ok_or("missing `crv`")?;
@@ -297,7 +333,7 @@ pub fn parse_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
                 return Err("Ed25519 `x` must be 32 bytes".into());
             }
             sig::ParsedPublicKey::new(&sig::ED25519, &x).map_err(|_| "Ed25519 key is not valid".to_string())?;
-            (KeyFamily::Ed25519, DecodingKey::from_ed_der(&x), x)
+            (KeyFamily::Ed25519, Verifier::Jwt(DecodingKey::from_ed_der(&x)), x)
         }
         "oct" => return Err("symmetric (`oct`) keys are never trusted".into()),
         other => return Err(format!("key type {other} is not supported")),
@@ -305,9 +341,9 @@ pub fn parse_jwk(jwk: &Value) -> Result<VerifyingKey, String> {
     if let Some(a) = alg
         && KeyFamily::for_algorithm(a) != Some(family)
     {
-        return Err(format!("`alg` {a:?} does not fit a {family:?} key"));
+        return Err(format!("`alg` {a} does not fit a {family:?} key"));
     }
-    Ok(VerifyingKey { kid, family, alg, decoding, material })
+    Ok(VerifyingKey { kid, family, alg, verifier, material })
 }
 
 #[cfg(test)]
@@ -336,11 +372,39 @@ mod tests {
             json!({"kty": "RSA", "kid": "enc", "use": "enc", "n": RSA_N, "e": "AQAB"}),
             json!({"kty": "RSA", "kid": "small", "n": "AQAB", "e": "AQAB"}),
             json!({"kty": "EC", "kid": "p521", "crv": "P-521", "x": EC_X, "y": EC_Y}),
+            json!({"kty": "OKP", "kid": "x448", "crv": "Ed448", "x": EC_X}),
             json!({"kty": "EC", "kid": "ec", "crv": "P-256", "x": EC_X, "y": EC_Y}),
         ]);
         let kids: Vec<_> = ks.keys().iter().map(|k| k.kid.clone().unwrap()).collect();
         assert_eq!(kids, ["good", "ec"]);
+        assert_eq!(skipped.len(), 5);
+    }
+
+    // RFC 7520 Figure 3: a P-521 public key.
+    const P521_X: &str = "AHKZLLOsCOzz5cY97ewNUajB957y-C-U88c3v13nmGZx6sYl_oJXu9A5RkTKqjqvjyekWF-7ytDyRXYgCF5cj0Kt";
+    const P521_Y: &str = "AdymlHvOiLxXkEhayXQnNCvDX4h9htZaCJN34kfmC6pV5OhQHiraVySsUdaQkAgDPrwQrJmbnX9cwlGfP-HqHZR1";
+
+    #[test]
+    fn p521_keys_are_kept_and_fit_only_es512() {
+        let (ks, skipped) = set(vec![json!({"kty": "EC", "kid": "p", "crv": "P-521", "x": P521_X, "y": P521_Y})]);
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!(ks.keys()[0].family, KeyFamily::EcP521);
+        assert!(ks.select(Some("p"), Algorithm::ES512).is_ok());
+        for other in [Algorithm::ES256, Algorithm::ES384, Algorithm::RS512, Algorithm::EdDSA] {
+            assert_eq!(ks.select(Some("p"), other).unwrap_err(), AuthError::Algorithm, "{other}");
+        }
+    }
+
+    #[test]
+    fn p521_points_off_the_curve_or_short_and_mismatched_alg_are_skipped() {
+        let off = json!({"kty": "EC", "crv": "P-521", "x": P521_X, "y": P521_X});
+        let short = json!({"kty": "EC", "crv": "P-521", "x": EC_X, "y": EC_Y});
+        let p256_says_es512 = json!({"kty": "EC", "crv": "P-256", "x": EC_X, "y": EC_Y, "alg": "ES512"});
+        let p521_says_es256 = json!({"kty": "EC", "crv": "P-521", "x": P521_X, "y": P521_Y, "alg": "ES256"});
+        let (ks, skipped) = set(vec![off, short, p256_says_es512, p521_says_es256]);
+        assert!(ks.is_empty());
         assert_eq!(skipped.len(), 4);
+        assert!(skipped[0].why.contains("not on the curve"), "{:?}", skipped[0]);
     }
 
     #[test]

@@ -4,12 +4,14 @@
 //! with the verified-token cache and each issuer's key lifecycle ([`jwks`]); [`http`] serves it.
 #![forbid(unsafe_code)]
 
+pub mod algorithm;
 pub mod authorization;
 pub mod claims;
 pub mod cli;
 pub mod config;
 pub mod dev_issuer;
 pub mod error;
+pub mod explain;
 pub mod gate;
 pub mod headers;
 pub mod http;

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
     pub cache_entries: prometheus::IntGauge,
+    /// 1 while `/readyz` answers 200, else 0 (set when `/metrics` is scraped).
+    pub ready: prometheus::IntGauge,
     /// `decisions` resolved once per (issuer, reason): the request path does no label hashing.
     /// Row `i` is issuer `i`; the last row is `none`. Column `r` is `Reason::ALL[r]`, so every
     /// reason has its slot by construction.
@@ -86,6 +88,11 @@ impl Metrics {
         .unwrap();
         let cache_entries =
             prometheus::IntGauge::new("jwtgate_token_cache_entries", "Entries in the verified-token cache.").unwrap();
+        let ready = prometheus::IntGauge::new(
+            "jwtgate_ready",
+            "1 while /readyz answers 200 (every issuer has usable keys, not draining).",
+        )
+        .unwrap();
         for c in [
             Box::new(decisions.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(decision_duration.clone()),
@@ -96,6 +103,7 @@ impl Metrics {
             Box::new(unknown_kid_refusals.clone()),
             Box::new(lookups.clone()),
             Box::new(cache_entries.clone()),
+            Box::new(ready.clone()),
         ] {
             registry.register(c).unwrap();
         }
@@ -124,6 +132,7 @@ impl Metrics {
             unknown_kid_refetches,
             unknown_kid_refusals,
             cache_entries,
+            ready,
             decision_counters: std::sync::Arc::new(decision_counters),
             issuer_names: std::sync::Arc::new(issuer_names),
         }

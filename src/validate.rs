@@ -1,33 +1,30 @@
-//! The authenticate stage: from a compact JWS to a verified [`Identity`], as pure functions of
-//! (token, issuers, key sets, now). No IO, no clock reads, no globals, and nothing that depends
-//! on the request's `auth-url` policy, so what it proves is cached and reused by every Ingress.
+//! The decision core: from a compact JWS to a verified [`Identity`], as pure functions of
+//! (token, issuers, key sets, policy, now). No IO, no clock reads, no globals.
 //!
 //! Order of work (cheap refusals first, and never a fetch for them):
 //! 1. [`Jws::parse`]: three base64url segments, strict JOSE header (no duplicate members, no
 //!    `crit`/`b64`/`enc`/`zip`, an allowed asymmetric `alg`).
 //! 2. [`precheck`]: strict claims set, issuer chosen by `iss`, algorithm allow-list, `typ`,
-//!    `exp`/`nbf`/`iat` with leeway, the audience claim's shape — all before any signature work.
+//!    `exp`/`nbf`/`iat` with leeway, audience — all before any signature work.
 //! 3. [`finish`]: key selection by `kid` within that issuer's keys only, signature verification
-//!    with `jsonwebtoken` (aws-lc-rs), and the identity headers (the render stage, once per token).
-//!
-//! The policy of the request (issuer filter, audience, step-up, scope, claims, named policies) is
-//! the authorize stage, [`crate::authorization::authorize`], run on every request.
+//!    with `jsonwebtoken` (aws-lc-rs), and the identity headers.
+//! 4. [`crate::policy::Policy::check_scopes`]: required scopes (403).
 
 use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderName, HeaderValue};
-use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
+use crate::algorithm::Algorithm;
 use crate::claims::Claims;
-use crate::config::Config;
 use crate::config::IssuerConfig;
 use crate::error::{AuthError, Refused};
 use crate::headers::ClaimHeader;
 use crate::keys::{KeySet, VerifyingKey};
 use crate::policy::Policy;
+use crate::rules::Policies;
 
 /// Longest `kid` accepted; anything longer is malformed (no lookups, no negative-cache growth).
 pub const MAX_KID_BYTES: usize = 256;
@@ -83,16 +80,22 @@ impl<'a> Jws<'a> {
 
     /// Picks the key in `keys` for this token and verifies the signature with it.
     pub fn verify(&self, keys: &KeySet) -> Result<Arc<VerifyingKey>, AuthError> {
-        let key = keys.select(self.header.kid.as_deref(), self.header.alg)?;
-        match jsonwebtoken::crypto::verify(
-            self.signature,
-            self.signing_input.as_bytes(),
-            &key.decoding,
-            self.header.alg,
-        ) {
-            Ok(true) => Ok(key.clone()),
-            _ => Err(AuthError::BadSignature),
+        self.verify_with(keys.select(self.header.kid.as_deref(), self.header.alg)?)
+    }
+
+    /// Verifies the signature with `key`, which [`KeySet::select`] picked for this token.
+    pub fn verify_with(&self, key: &Arc<VerifyingKey>) -> Result<Arc<VerifyingKey>, AuthError> {
+        if key.verify(self.header.alg, self.signing_input.as_bytes(), self.signature) {
+            Ok(key.clone())
+        } else {
+            Err(AuthError::BadSignature)
         }
+    }
+
+    /// The signature segment's length in bytes (never its value: `jwtgate explain` prints this).
+    pub fn signature_len(&self) -> usize {
+        // Unpadded base64url: every 4 characters carry 3 bytes, a partial group its whole bytes.
+        self.signature.len() * 3 / 4
     }
 }
 
@@ -112,7 +115,7 @@ fn parse_header(bytes: &[u8]) -> Result<JoseHeader, AuthError> {
         return Err(AuthError::Malformed("JWE header parameters on a JWS"));
     }
     let alg = match h.get("alg") {
-        Some(Value::String(s)) => crate::config::parse_algorithm(s).ok_or(AuthError::Algorithm)?,
+        Some(Value::String(s)) => Algorithm::parse(s).ok_or(AuthError::Algorithm)?,
         Some(_) => return Err(AuthError::Malformed("alg is not a string")),
         None => return Err(AuthError::Malformed("missing alg")),
     };
@@ -145,7 +148,7 @@ pub struct Candidate<'a> {
 }
 
 /// A verified identity: what the token cache keeps and what headers are rendered from.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Identity {
     pub issuer: usize,
     pub exp: i64,
@@ -209,20 +212,141 @@ fn typ_matches(got: Option<&str>, want: &str) -> bool {
     got.is_some_and(|g| norm(g) == norm(want))
 }
 
+/// One named check of the decision, in the order the pipeline runs them: what
+/// `jwtgate explain` lists, each with its outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// A bearer token is present and at most `token.max_bytes` ([`crate::gate::extract_token`]).
+    Token,
+    /// Compact JWS, strict JOSE header, a supported asymmetric `alg`.
+    Header,
+    /// The payload is a JSON object without duplicate members.
+    Claims,
+    /// `iss` is a configured issuer, and one the `auth-url` query allows.
+    Issuer,
+    /// The `alg` is in the issuer's `algorithms`.
+    Algorithm,
+    /// The issuer's `required_typ`, when configured.
+    TokenType,
+    /// `exp` (required), `nbf` and `iat`, with the issuer's leeway.
+    Time,
+    /// The issuer's `max_token_lifetime_seconds`, when configured.
+    Lifetime,
+    /// The audience claim holds an accepted audience.
+    Audience,
+    /// The issuer has usable keys (never loaded or past `max_stale_seconds`: 503).
+    Keys,
+    /// One key of the issuer fits the token's `kid` and `alg`.
+    Key,
+    /// The signature verifies with that key.
+    Signature,
+    /// Step-up (RFC 9470): the query's `acr=` and `max_age=`, when it has them.
+    StepUp,
+    /// Every scope the `auth-url` query requires is granted.
+    Scope,
+    /// Every `claim.PATH=` requirement of the query is met.
+    ClaimRequirements,
+    /// Every named policy of the query (`policy=`) evaluates to `true`.
+    Policies,
+}
+
+impl Check {
+    /// Every check, in pipeline order.
+    pub const ALL: [Check; 16] = [
+        Check::Token,
+        Check::Header,
+        Check::Claims,
+        Check::Issuer,
+        Check::Algorithm,
+        Check::TokenType,
+        Check::Time,
+        Check::Lifetime,
+        Check::Audience,
+        Check::Keys,
+        Check::Key,
+        Check::Signature,
+        Check::StepUp,
+        Check::Scope,
+        Check::ClaimRequirements,
+        Check::Policies,
+    ];
+
+    /// Its name in `jwtgate explain` output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::Token => "token",
+            Check::Header => "header",
+            Check::Claims => "claims",
+            Check::Issuer => "issuer",
+            Check::Algorithm => "algorithm",
+            Check::TokenType => "typ",
+            Check::Time => "time",
+            Check::Lifetime => "lifetime",
+            Check::Audience => "audience",
+            Check::Keys => "keys",
+            Check::Key => "key",
+            Check::Signature => "signature",
+            Check::StepUp => "step-up",
+            Check::Scope => "scope",
+            Check::ClaimRequirements => "claim",
+            Check::Policies => "policy",
+        }
+    }
+}
+
+/// Watches the checks as the pipeline runs them. The service passes `()`, which records
+/// nothing; `jwtgate explain` records each outcome. The decision itself never depends on it.
+pub trait Observe {
+    /// `check` ran: passed when `error` is `None`.
+    fn check(&mut self, check: Check, error: Option<&AuthError>);
+    /// `check` was not run, for the reason given (not configured, `--offline`).
+    fn skip(&mut self, check: Check, why: &'static str);
+    /// Records the outcome of `result` as `check` and returns it.
+    fn on<T>(&mut self, check: Check, result: Result<T, AuthError>) -> Result<T, AuthError> {
+        self.check(check, result.as_ref().err());
+        result
+    }
+}
+
+impl Observe for () {
+    #[inline]
+    fn check(&mut self, _: Check, _: Option<&AuthError>) {}
+    #[inline]
+    fn skip(&mut self, _: Check, _: &'static str) {}
+}
+
 /// Every check that needs no key material, cheapest first. Refusals after the issuer is
 /// known name it.
-pub fn precheck<'a>(token: &'a str, issuers: &[IssuerConfig], now: i64) -> Result<Candidate<'a>, Refused> {
-    let jws = Jws::parse(token)?;
-    let claims = crate::json::parse_object(&jws.payload).map_err(AuthError::Malformed)?;
+pub fn precheck<'a>(
+    token: &'a str,
+    issuers: &[IssuerConfig],
+    policy: &Policy,
+    now: i64,
+) -> Result<Candidate<'a>, Refused> {
+    precheck_observed(token, issuers, policy, now, &mut ())
+}
+
+/// [`precheck`], telling `obs` the outcome of each check.
+pub fn precheck_observed<'a>(
+    token: &'a str,
+    issuers: &[IssuerConfig],
+    policy: &Policy,
+    now: i64,
+    obs: &mut impl Observe,
+) -> Result<Candidate<'a>, Refused> {
+    let jws = obs.on(Check::Header, Jws::parse(token))?;
+    let claims = obs.on(Check::Claims, crate::json::parse_object(&jws.payload).map_err(AuthError::Malformed))?;
 
     // RFC 7519 §4.1.1: `iss` is a single StringOrURI; an array is not an issuer.
-    let iss = match claims.get("iss") {
-        Some(Value::String(s)) => s.as_str(),
-        Some(_) => return Err(AuthError::Malformed("iss is not a string").into()),
-        None => return Err(AuthError::Issuer.into()),
-    };
-    let index = issuers.iter().position(|i| i.issuer == iss).ok_or(AuthError::Issuer)?;
-    check_claims(jws, claims, &issuers[index], index, now).map_err(|e| e.at(index))
+    let index = obs.on(
+        Check::Issuer,
+        match claims.get("iss") {
+            Some(Value::String(s)) => issuers.iter().position(|i| i.issuer == *s).ok_or(AuthError::Issuer),
+            Some(_) => Err(AuthError::Malformed("iss is not a string")),
+            None => Err(AuthError::Issuer),
+        },
+    )?;
+    check_claims(jws, claims, &issuers[index], index, policy, now, obs).map_err(|e| e.at(index))
 }
 
 /// The checks of [`precheck`] once the issuer is known.
@@ -231,21 +355,51 @@ fn check_claims<'a>(
     claims: Map<String, Value>,
     issuer: &IssuerConfig,
     index: usize,
+    policy: &Policy,
     now: i64,
+    obs: &mut impl Observe,
 ) -> Result<Candidate<'a>, AuthError> {
-    if !issuer.algorithms.contains(&jws.header.alg) {
-        return Err(AuthError::Algorithm);
-    }
-    if let Some(want) = &issuer.required_typ
-        && !typ_matches(jws.header.typ.as_deref(), want)
-    {
-        return Err(AuthError::TokenType);
+    obs.on(Check::Issuer, policy.check_issuer(index))?;
+
+    obs.on(
+        Check::Algorithm,
+        if issuer.algorithms.contains(&jws.header.alg) { Ok(()) } else { Err(AuthError::Algorithm) },
+    )?;
+    match &issuer.required_typ {
+        Some(want) => obs.on(
+            Check::TokenType,
+            if typ_matches(jws.header.typ.as_deref(), want) { Ok(()) } else { Err(AuthError::TokenType) },
+        )?,
+        None => obs.skip(Check::TokenType, "no required_typ configured"),
     }
 
     let leeway = issuer.leeway_seconds as i64;
-    let exp = numeric_date(&claims, "exp")?.ok_or(AuthError::Malformed("missing exp"))?;
-    let nbf = numeric_date(&claims, "nbf")?;
-    let iat = numeric_date(&claims, "iat")?;
+    let exp = obs.on(Check::Time, check_time(&claims, leeway, now))?;
+    match issuer.max_token_lifetime_seconds {
+        Some(max) => obs.on(
+            Check::Lifetime,
+            if exp.saturating_sub(now) > (max as i64).saturating_add(leeway) {
+                Err(AuthError::Lifetime)
+            } else {
+                Ok(())
+            },
+        )?,
+        None => obs.skip(Check::Lifetime, "no max_token_lifetime_seconds configured"),
+    }
+
+    let audiences = obs.on(
+        Check::Audience,
+        string_or_array(claims.get(&issuer.audience_claim)).and_then(|a| policy.check_audience(&a, issuer).map(|()| a)),
+    )?;
+
+    Ok(Candidate { jws, claims, issuer: index, exp, audiences })
+}
+
+/// `exp` (required), `nbf` and `iat` against `now` with `leeway`; returns `exp`.
+fn check_time(claims: &Map<String, Value>, leeway: i64, now: i64) -> Result<i64, AuthError> {
+    let exp = numeric_date(claims, "exp")?.ok_or(AuthError::Malformed("missing exp"))?;
+    let nbf = numeric_date(claims, "nbf")?;
+    let iat = numeric_date(claims, "iat")?;
     if now >= exp.saturating_add(leeway) {
         return Err(AuthError::Expired);
     }
@@ -254,16 +408,7 @@ fn check_claims<'a>(
     {
         return Err(AuthError::NotYetValid);
     }
-    if let Some(max) = issuer.max_token_lifetime_seconds
-        && exp.saturating_sub(now) > (max as i64).saturating_add(leeway)
-    {
-        return Err(AuthError::Lifetime);
-    }
-
-    // Read (and its shape checked) here; which audience is accepted is the request's policy.
-    let audiences = string_or_array(claims.get(&issuer.audience_claim))?;
-
-    Ok(Candidate { jws, claims, issuer: index, exp, audiences })
+    Ok(exp)
 }
 
 /// Verifies the signature with the issuer's keys and builds the identity.
@@ -274,36 +419,83 @@ pub fn finish(
     mapping: &[ClaimHeader],
 ) -> Result<(Identity, Arc<VerifyingKey>), AuthError> {
     let key = candidate.jws.verify(keys)?;
+    Ok((identity(candidate, issuers, mapping), key))
+}
+
+/// The identity of a candidate whose signature is verified (or, for `jwtgate explain
+/// --offline` only, deliberately not checked): audiences, scopes and the identity headers.
+pub fn identity(candidate: Candidate<'_>, issuers: &[IssuerConfig], mapping: &[ClaimHeader]) -> Identity {
     let issuer = &issuers[candidate.issuer];
     let audiences = candidate.audiences.into_iter().map(Box::from).collect();
     let scopes = scopes(&candidate.claims, &issuer.scope_claims).into_boxed_slice();
     let claims = Value::Object(candidate.claims);
     let headers = crate::headers::render(&claims, mapping).into_boxed_slice();
     let claims = Claims::new(claims);
-    Ok((Identity { issuer: candidate.issuer, exp: candidate.exp, audiences, scopes, headers, claims }, key))
+    Identity { issuer: candidate.issuer, exp: candidate.exp, audiences, scopes, headers, claims }
 }
 
-/// The whole decision for one token with the keys in hand (`keys[i]` for issuer `i`): authenticate
-/// ([`precheck`], [`finish`]), then authorize with `policy`, for a request without
-/// `X-Original-*` headers. The gate runs the same stages with a cache and a key refresh between.
+/// The whole decision for one token with the keys in hand: [`precheck`], [`finish`], then the
+/// policy's scopes. The service runs the same steps with a cache and a key refresh between them.
 pub fn validate(
     token: &str,
-    config: &Config,
+    issuers: &[IssuerConfig],
     keys: &[&KeySet],
+    mapping: &[ClaimHeader],
     policy: &Policy,
     now: i64,
 ) -> Result<Identity, AuthError> {
-    let candidate = precheck(token, &config.issuers, now).map_err(|r| r.error)?;
-    let ks = keys[candidate.issuer];
-    let (identity, _) = finish(candidate, &config.issuers, ks, &config.claims_to_headers)?;
-    let issuer = &config.issuers[identity.issuer];
-    crate::authorization::authorize(&identity, policy, issuer, &config.policies, &http::HeaderMap::new(), now)?;
+    // No named policies here (and no original request): a `policy=` in `policy` denies.
+    static NO_POLICIES: std::sync::LazyLock<Policies> = std::sync::LazyLock::new(Policies::default);
+    let request = http::HeaderMap::new();
+    validate_observed(token, issuers, |i| Ok(Some(keys[i])), mapping, policy, &NO_POLICIES, &request, now, &mut ())
+        .map_err(|r| r.error)
+}
+
+/// [`validate`], telling `obs` each check's outcome. `keys(issuer)` gives the keys to verify
+/// with: `Ok(Some)`; `Err` when the issuer has none usable (503); `Ok(None)` skips the key and
+/// signature checks, which only `jwtgate explain --offline` asks for and says so. Then the
+/// authorize stage, with the config's named `policies` and the original `request`'s headers.
+#[allow(clippy::too_many_arguments)]
+pub fn validate_observed<'k>(
+    token: &str,
+    issuers: &[IssuerConfig],
+    keys: impl FnOnce(usize) -> Result<Option<&'k KeySet>, AuthError>,
+    mapping: &[ClaimHeader],
+    policy: &Policy,
+    policies: &Policies,
+    request: &http::HeaderMap,
+    now: i64,
+    obs: &mut impl Observe,
+) -> Result<Identity, Refused> {
+    let candidate = precheck_observed(token, issuers, policy, now, obs)?;
+    let index = candidate.issuer;
+    let at = |e: AuthError| e.at(index);
+    match keys(index) {
+        Err(e) => {
+            obs.check(Check::Keys, Some(&e));
+            return Err(at(e));
+        }
+        Ok(Some(ks)) => {
+            obs.check(Check::Keys, None);
+            let key = obs.on(Check::Key, ks.select(candidate.jws.header.kid.as_deref(), candidate.jws.header.alg));
+            obs.on(Check::Signature, candidate.jws.verify_with(key.map_err(at)?)).map_err(at)?;
+        }
+        Ok(None) => {
+            obs.skip(Check::Keys, "--offline: no keys fetched");
+            obs.skip(Check::Key, "--offline: no keys fetched");
+            obs.skip(Check::Signature, "--offline: the signature was NOT checked");
+        }
+    }
+    let identity = identity(candidate, issuers, mapping);
+    crate::authorization::authorize_observed(&identity, policy, &issuers[index], policies, request, now, obs)
+        .map_err(at)?;
     Ok(identity)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
     use crate::dev_issuer::KeyRing;
     use serde_json::json;
     use std::sync::OnceLock;
@@ -317,13 +509,14 @@ mod tests {
             let mut r = KeyRing::standard();
             r.add_key("ps256-1", Algorithm::PS256);
             r.add_key("es384-1", Algorithm::ES384);
+            r.add_key("es512-1", Algorithm::ES512);
             r
         })
     }
 
     fn config(issuer_extra: &str) -> Config {
         Config::from_yaml(&format!(
-            "issuers:\n  - name: main\n    issuer: \"{ISS}\"\n    audiences: [orders-api]\n    algorithms: [RS256, ES256, EdDSA, ES384]\n{issuer_extra}"
+            "issuers:\n  - name: main\n    issuer: \"{ISS}\"\n    audiences: [orders-api]\n    algorithms: [RS256, ES256, EdDSA, ES384, ES512]\n{issuer_extra}"
         ))
         .unwrap()
     }
@@ -335,7 +528,7 @@ mod tests {
     fn check_with(token: &str, cfg: &Config, query: Option<&str>) -> Result<Identity, AuthError> {
         let (keys, _) = KeySet::from_jwks(ring().jwks().to_string().as_bytes(), 100).unwrap();
         let policy = Policy::parse(query, cfg)?;
-        validate(token, cfg, &[&keys], &policy, NOW)
+        validate(token, &cfg.issuers, &[&keys], &cfg.claims_to_headers, &policy, NOW)
     }
 
     fn check(token: &str) -> Result<Identity, AuthError> {
@@ -358,7 +551,7 @@ mod tests {
 
     #[test]
     fn valid_tokens_of_every_allowed_algorithm_are_accepted() {
-        for kid in ["rs256-1", "es256-1", "eddsa-1", "es384-1"] {
+        for kid in ["rs256-1", "es256-1", "eddsa-1", "es384-1", "es512-1"] {
             let id = check(&ring().sign(kid, &claims())).unwrap_or_else(|e| panic!("{kid}: {e:?}"));
             assert_eq!(id.exp, NOW + 300);
             assert_eq!(id.headers[0].1, "alice");
@@ -395,6 +588,76 @@ mod tests {
     fn algorithm_not_fitting_the_key_type_is_refused() {
         let t = raw("rs256-1", Algorithm::RS256, json!({"alg": "ES256", "kid": "rs256-1"}), claims());
         assert_eq!(check(&t).unwrap_err(), AuthError::Algorithm);
+    }
+
+    #[test]
+    fn es512_is_bound_to_p521_keys_both_ways() {
+        // ES512 claimed for a P-256 key, and ES256 claimed for the P-521 key.
+        let t = raw("es256-1", Algorithm::ES256, json!({"alg": "ES512", "kid": "es256-1"}), claims());
+        assert_eq!(check(&t).unwrap_err(), AuthError::Algorithm);
+        let t = raw("es512-1", Algorithm::ES512, json!({"alg": "ES256", "kid": "es512-1"}), claims());
+        assert_eq!(check(&t).unwrap_err(), AuthError::Algorithm);
+        // Not in the allow-list: refused before any key is looked at.
+        let cfg = config("");
+        let mut no_es512 = cfg.clone();
+        no_es512.issuers[0].algorithms.retain(|a| *a != Algorithm::ES512);
+        let t = ring().sign("es512-1", &claims());
+        assert!(check_with(&t, &cfg, None).is_ok());
+        assert_eq!(check_with(&t, &no_es512, None).unwrap_err(), AuthError::Algorithm);
+    }
+
+    #[test]
+    fn es512_signature_that_is_not_r_and_s_of_66_octets_is_a_bad_signature() {
+        let t = ring().sign("es512-1", &claims());
+        let (input, sig) = t.rsplit_once('.').unwrap();
+        let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+        assert_eq!(sig.len(), 132);
+        let mut flipped = sig.clone();
+        flipped[70] ^= 1;
+        let zero = vec![0u8; 132];
+        // The same R and S, DER-encoded as X.509 tools emit them (RFC 7518 §3.4 forbids it).
+        let der = {
+            let int = |b: &[u8]| {
+                let b = &b[b.iter().position(|&x| x != 0).unwrap_or(b.len() - 1)..];
+                let pad = b[0] & 0x80 != 0;
+                let mut v = vec![0x02, (b.len() + pad as usize) as u8];
+                if pad {
+                    v.push(0);
+                }
+                v.extend_from_slice(b);
+                v
+            };
+            let body = [int(&sig[..66]), int(&sig[66..])].concat();
+            [vec![0x30, 0x81, body.len() as u8], body].concat()
+        };
+        for bad in [flipped, zero, sig[..131].to_vec(), [sig.clone(), vec![0]].concat(), der] {
+            assert_eq!(check(&format!("{input}.{}", b64(&bad))).unwrap_err(), AuthError::BadSignature);
+        }
+    }
+
+    #[test]
+    fn ed25519_and_eddsa_are_one_algorithm_in_headers_allow_lists_and_jwks() {
+        // A token whose header says `Ed25519` (RFC 9864), under an allow-list that says `EdDSA`.
+        let t = raw("eddsa-1", Algorithm::EdDSA, json!({"alg": "Ed25519", "kid": "eddsa-1"}), claims());
+        assert!(check(&t).is_ok());
+        // An allow-list that says only `Ed25519` allows both spellings, and nothing else.
+        let cfg = Config::from_yaml(&format!(
+            "issuers:\n  - {{name: main, issuer: \"{ISS}\", audiences: [orders-api], algorithms: [Ed25519]}}\n"
+        ))
+        .unwrap();
+        assert!(check_with(&t, &cfg, None).is_ok());
+        assert!(check_with(&ring().sign("eddsa-1", &claims()), &cfg, None).is_ok());
+        assert_eq!(check_with(&ring().sign("es256-1", &claims()), &cfg, None).unwrap_err(), AuthError::Algorithm);
+        // A JWK published with `alg: Ed25519` (Node's WebCrypto exports them so) is an Ed25519
+        // key that verifies tokens of either spelling.
+        let mut jwk = ring().public_jwk("eddsa-1");
+        jwk["alg"] = json!("Ed25519");
+        let (keys, skipped) = KeySet::from_jwks(json!({ "keys": [jwk] }).to_string().as_bytes(), 10).unwrap();
+        assert!(skipped.is_empty(), "{skipped:?}");
+        let policy = Policy::default();
+        for token in [t, ring().sign("eddsa-1", &claims())] {
+            assert!(validate(&token, &cfg.issuers, &[&keys], &[], &policy, NOW).is_ok());
+        }
     }
 
     #[test]
@@ -590,6 +853,56 @@ mod tests {
         assert!(check_with(&ring().sign("rs256-1", &c), &cfg, None).is_ok());
         c["client_id"] = json!("other-client");
         assert_eq!(check_with(&ring().sign("rs256-1", &c), &cfg, None).unwrap_err(), AuthError::Audience);
+    }
+
+    #[derive(Default)]
+    struct Order(Vec<(Check, bool)>);
+
+    impl Observe for Order {
+        fn check(&mut self, check: Check, error: Option<&AuthError>) {
+            self.0.push((check, error.is_none()));
+        }
+        fn skip(&mut self, check: Check, _: &'static str) {
+            self.0.push((check, true));
+        }
+    }
+
+    #[test]
+    fn the_observed_pipeline_runs_every_check_in_the_documented_order_and_stops_at_the_first_failure() {
+        let cfg = config("    max_token_lifetime_seconds: 3600\n    required_typ: JWT\n");
+        let (keys, _) = KeySet::from_jwks(ring().jwks().to_string().as_bytes(), 100).unwrap();
+        let token = ring().sign("es512-1", &claims());
+        let policy = Policy::parse(Some("scope=orders:read"), &cfg).unwrap();
+        let mut order = Order::default();
+        let scoped = with_claim("scope", json!("orders:read"));
+        let run = |t: &str, obs: &mut Order| {
+            let request = http::HeaderMap::new();
+            validate_observed(
+                t,
+                &cfg.issuers,
+                |_| Ok(Some(&keys)),
+                &cfg.claims_to_headers,
+                &policy,
+                &cfg.policies,
+                &request,
+                NOW,
+                obs,
+            )
+        };
+        assert!(run(&scoped, &mut order).is_ok());
+        let mut seen: Vec<Check> = order.0.iter().map(|(c, _)| *c).collect();
+        seen.dedup();
+        // Check::Token is the HTTP layer's (extract_token), before the pipeline.
+        assert_eq!(seen, Check::ALL[1..]);
+        assert!(order.0.iter().all(|(_, ok)| *ok));
+        // A refusal: the failing check is the last one observed, and it is the one refused.
+        let mut order = Order::default();
+        assert_eq!(run(&token, &mut order).unwrap_err().error, AuthError::Scope("orders:read".into()));
+        assert_eq!(order.0.last(), Some(&(Check::Scope, false)));
+        let mut order = Order::default();
+        assert_eq!(run(&with_claim("exp", json!(NOW - 100)), &mut order).unwrap_err().error, AuthError::Expired);
+        assert_eq!(order.0.last(), Some(&(Check::Time, false)));
+        assert!(!order.0.iter().any(|(c, _)| *c == Check::Signature));
     }
 
     #[test]

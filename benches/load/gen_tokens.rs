@@ -8,7 +8,7 @@
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
-use jsonwebtoken::Algorithm;
+use jwtgate::algorithm::Algorithm;
 use jwtgate::dev_issuer::KeyRing;
 use serde_json::{Value, json};
 

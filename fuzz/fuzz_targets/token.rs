@@ -14,7 +14,7 @@
 
 use std::sync::LazyLock;
 
-use jsonwebtoken::Algorithm;
+use jwtgate::algorithm::Algorithm;
 use jwtgate::authorization::authorize;
 use jwtgate::config::Config;
 use jwtgate::dev_issuer::KeyRing;
@@ -92,14 +92,17 @@ fuzz_target!(|data: &[u8]| {
     if mode & 1 == 0 {
         let Ok(token) = std::str::from_utf8(rest) else { return };
         let _ = Jws::parse(token);
-        let result = validate(token, &f.config, &keys, policy, NOW);
+        let result = validate(token, &f.config.issuers, &keys, &f.config.claims_to_headers, policy, NOW);
         assert!(result.is_err(), "a token signed by no one was accepted: {token:?}");
     } else {
         let split = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
         let (header, claims) = (&rest[..split], rest.get(split + 1..).unwrap_or_default());
         let token = f.ring.sign_raw("eddsa-1", Algorithm::EdDSA, header, claims);
         let parsed = Jws::parse(&token).is_ok();
-        let result = validate(&token, &f.config, &keys, policy, NOW);
+        // Authenticated with no requirement (validate has no named policies), then authorized
+        // with each of the fixture's policies, CEL ones included, over the fuzzed claims.
+        let _ = validate(&token, &f.config.issuers, &keys, &f.config.claims_to_headers, policy, NOW);
+        let result = validate(&token, &f.config.issuers, &keys, &f.config.claims_to_headers, &f.policies[0], NOW);
         if let Ok(identity) = result {
             assert!(parsed, "validate accepted what Jws::parse refused");
             assert!(identity.exp > NOW - 60, "an expired token was accepted");

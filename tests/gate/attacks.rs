@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 use aws_lc_rs::hmac;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use jsonwebtoken::Algorithm;
+use jwtgate::algorithm::Algorithm;
 use jwtgate::config::Config;
 use jwtgate::dev_issuer::{DevIssuer, KeyRing};
 use jwtgate::error::AuthError;
@@ -77,7 +77,7 @@ claims_to_headers:
 
     fn check(&self, token: &str) -> Result<Identity, AuthError> {
         let policy = Policy::default();
-        validate(token, &self.config, &[&self.keys], &policy, NOW)
+        validate(token, &self.config.issuers, &[&self.keys], &self.config.claims_to_headers, &policy, NOW)
     }
 
     /// The decision's reason label: `ok`, or the refusal's bounded reason.

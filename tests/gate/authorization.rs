@@ -265,16 +265,19 @@ async fn requirements_apply_on_cache_hits_exactly_as_on_misses() {
 }
 
 #[tokio::test]
-async fn authentication_is_cached_independently_of_the_ingress_that_asked_first() {
+async fn one_verification_serves_every_ingress_and_each_applies_its_own_audience() {
     let app = app().await;
     let t = app.sign("rs256-1", &keycloak_claims(&app));
     let misses = async || app.metric(r#"jwtgate_token_cache_lookups_total{result="miss"}"#).await;
-    // First seen by an Ingress whose audience it lacks: verified, cached, and refused there.
+    // An Ingress whose audience the token lacks refuses it before any signature work.
     assert_eq!(app.verify(Some(&t), "aud=billing-api").await.status(), 401);
     assert_eq!(misses().await, 1.0);
-    // Every other Ingress gets the same verified identity from the cache.
+    // Verified (and cached) once where it is accepted...
     assert_eq!(app.verify(Some(&t), "").await.status(), 200);
+    assert_eq!(misses().await, 2.0);
+    // ...then every Ingress decides from the cache, each with its own audience and requirements.
     assert_eq!(app.verify(Some(&t), "claim.realm_access.roles=user").await.status(), 200);
     assert_eq!(app.verify(Some(&t), "aud=billing-api").await.status(), 401);
-    assert_eq!(misses().await, 1.0, "verified once");
+    assert_eq!(app.verify(Some(&t), "claim.realm_access.roles=admin").await.status(), 403);
+    assert_eq!(misses().await, 2.0, "verified once");
 }

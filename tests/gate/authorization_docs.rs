@@ -3,7 +3,7 @@
 //! A query in the docs that no case here runs, or a case whose query the docs no longer show,
 //! fails the test, so the docs cannot drift from what the gate does.
 
-use jsonwebtoken::Algorithm;
+use jwtgate::algorithm::Algorithm;
 use serde_json::{Value, json};
 
 use crate::helpers::*;

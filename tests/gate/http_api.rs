@@ -157,6 +157,7 @@ async fn healthz_and_readyz_report_per_issuer_state() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["issuers"]["main"]["state"], "ready");
     assert_eq!(body["issuers"]["main"]["keys"], 3);
+    assert_eq!(app.metric("jwtgate_ready").await, 1.0, "the readiness gauge follows /readyz");
 }
 
 #[tokio::test]
@@ -168,6 +169,7 @@ async fn readyz_is_503_naming_the_issuer_until_keys_load() {
     let error = app.wait_issuer_error("main").await;
     assert!(error.contains("HTTP 500"), "{error}");
     assert_eq!(app.readyz().await.1["issuers"]["main"]["state"], "loading");
+    assert!(app.metrics().await.lines().any(|l| l == "jwtgate_ready 0"), "the readiness gauge follows /readyz");
     // Tokens for an issuer without keys: 503, not 401.
     let r = app.verify(Some(&app.token("rs256-1")), "").await;
     assert_eq!(r.status(), 503);
@@ -176,6 +178,7 @@ async fn readyz_is_503_naming_the_issuer_until_keys_load() {
     app.issuer.set_mode(jwtgate::dev_issuer::Mode::Normal);
     app.wait_ready().await;
     assert_eq!(app.verify(Some(&app.token("rs256-1")), "").await.status(), 200);
+    assert_eq!(app.metric("jwtgate_ready").await, 1.0);
 }
 
 #[tokio::test]
@@ -232,4 +235,32 @@ async fn only_the_exact_verify_path_decides_and_other_paths_are_404() {
         let r = app.client.get(format!("{}{path}", app.url)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
     }
+}
+
+#[tokio::test]
+async fn es512_and_rfc9864_ed25519_names_verify_end_to_end() {
+    let issuer = jwtgate::dev_issuer::DevIssuer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    issuer.add_key("es512-1", jwtgate::algorithm::Algorithm::ES512);
+    // The EdDSA key again, published the way Node's WebCrypto exports it: alg "Ed25519".
+    let mut jwk = issuer.public_jwk("eddsa-1");
+    jwk["kid"] = serde_json::json!("ed25519-named");
+    jwk["alg"] = serde_json::json!("Ed25519");
+    issuer.add_raw_jwk(jwk);
+    let yaml = config_yaml(&issuer, "", "")
+        .replace(r#"algorithms: ["RS256", "ES256", "EdDSA"]"#, r#"algorithms: ["ES512", "Ed25519"]"#);
+    let app = spawn_app_with(issuer, &yaml).await;
+    app.wait_ready().await;
+    assert_eq!(app.verify(Some(&app.token("es512-1")), "").await.status(), 200);
+    let claims = app.issuer.claims("user-1", AUD, 3600).to_string();
+    for (alg, kid) in [("Ed25519", "ed25519-named"), ("EdDSA", "ed25519-named"), ("Ed25519", "eddsa-1")] {
+        let header = serde_json::json!({"alg": alg, "kid": kid}).to_string();
+        let token =
+            app.issuer.sign_raw("eddsa-1", jwtgate::algorithm::Algorithm::EdDSA, header.as_bytes(), claims.as_bytes());
+        assert_eq!(app.verify(Some(&token), "").await.status(), 200, "{alg} {kid}");
+    }
+    // Not in this issuer's allow-list: RS256 and ES256 are refused as algorithm errors.
+    let r = app.verify(Some(&app.token("es256-1")), "").await;
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"].to_str().unwrap().contains("algorithm not accepted"));
+    assert!(app.metrics().await.contains(r#"jwtgate_jwks_keys{issuer="main"} 5"#));
 }

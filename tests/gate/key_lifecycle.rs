@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jsonwebtoken::Algorithm;
+use jwtgate::algorithm::Algorithm;
 use jwtgate::config::JwksConfig;
 use jwtgate::dev_issuer::{KeyRing, Mode};
 use jwtgate::error::AuthError;

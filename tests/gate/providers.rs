@@ -8,7 +8,7 @@
 //! header mappings are what is tested. The last test runs `jwtgate check-config` on every block.
 
 use base64::Engine as _;
-use jsonwebtoken::Algorithm;
+use jwtgate::algorithm::Algorithm;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
