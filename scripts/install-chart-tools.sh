@@ -102,6 +102,9 @@ fi
 log "helm:    $("${TOOLS}/bin/helm" version --short)"
 log "kubectl: $("${TOOLS}/bin/kubectl" version --client 2>/dev/null | head -n1)"
 
+# ---- openssl (check-chart.sh makes a throwaway CA for check-config's ca_file check) ----
+command -v openssl >/dev/null 2>&1 || ensure_apt_pkg openssl "openssl makes check-chart.sh's throwaway CA"
+
 # ---- promtool (Debian package prometheus) -------------------------------------
 if ! command -v promtool >/dev/null 2>&1; then
   ensure_apt_pkg prometheus "promtool checks the Grafana dashboard's and the PrometheusRule's PromQL"

@@ -3,8 +3,9 @@
 //! This runs the release binary that way (`setpriv`, cwd `/`, an empty environment, a config
 //! file and directory it cannot write) and proves it becomes ready, decides and shuts down cleanly.
 //!
-//! Runs when `JWTGATE_RELEASE_BIN` names the release binary (scripts/test.sh builds it and sets
-//! it); fails if it is set and unusable, and under `CI=true` fails if it is not set.
+//! It needs the release binary, so it is `#[ignore]`d: a plain `cargo test` reports it as ignored
+//! (a visible skip, never a pass). `scripts/test.sh` builds the binary, sets `JWTGATE_RELEASE_BIN`
+//! and runs it with `--ignored`; once run, an unset or unusable `JWTGATE_RELEASE_BIN` fails.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
@@ -18,18 +19,13 @@ use crate::helpers::*;
 /// The distroless `nonroot` user and group, as in the Dockerfile's `USER 65532:65532`.
 const NONROOT: &str = "65532";
 
-fn release_bin() -> Option<PathBuf> {
-    match std::env::var_os("JWTGATE_RELEASE_BIN") {
-        Some(p) => {
-            let p = PathBuf::from(p);
-            assert!(p.is_file(), "JWTGATE_RELEASE_BIN is set but {} is not a file", p.display());
-            Some(p)
-        }
-        None if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true but JWTGATE_RELEASE_BIN is not set (scripts/test.sh builds and sets it)")
-        }
-        None => None,
-    }
+fn release_bin() -> PathBuf {
+    let p = PathBuf::from(
+        std::env::var_os("JWTGATE_RELEASE_BIN")
+            .expect("JWTGATE_RELEASE_BIN is not set: scripts/test.sh builds the release binary and sets it"),
+    );
+    assert!(p.is_file(), "JWTGATE_RELEASE_BIN is set but {} is not a file", p.display());
+    p
 }
 
 fn free_port() -> u16 {
@@ -37,11 +33,9 @@ fn free_port() -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the release binary: scripts/test.sh sets JWTGATE_RELEASE_BIN and runs it with --ignored"]
 async fn release_binary_runs_as_uid_65532_with_cwd_root_no_home_and_a_read_only_config() {
-    let Some(bin) = release_bin() else {
-        eprintln!("runtime contract: JWTGATE_RELEASE_BIN not set; not run outside CI");
-        return;
-    };
+    let bin = release_bin();
     assert_eq!(
         Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).ok(),
         Some("0".to_string()),
