@@ -40,6 +40,32 @@ pub enum AuthError {
     BadPolicy(LogSafe),
     /// More request headers, or more header bytes, than jwtgate decides on (see [`crate::http`]).
     HeadersTooLarge,
+    /// Valid token, but the authentication behind it is not the one asked for (RFC 9470): 401
+    /// with an `insufficient_user_authentication` challenge.
+    StepUp(StepUp),
+    /// Valid token, but a `claim.PATH=` requirement is not met. Holds PATH as the query wrote it.
+    Claim(Box<str>),
+    /// Valid token, but a named policy did not evaluate to `true`.
+    Policy(PolicyDenial),
+}
+
+/// What a step-up challenge carries (RFC 9470 §3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepUp {
+    /// The `error_description`: fixed text, never token content.
+    pub description: &'static str,
+    /// `acr_values`: the `acr=` list, space-separated, when the query has one.
+    pub acr_values: Option<Box<str>>,
+    /// `max_age` when the query has one.
+    pub max_age: Option<u64>,
+}
+
+/// A named policy that denied, and why when it did not simply evaluate to `false`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyDenial {
+    pub name: Box<str>,
+    /// The evaluation error (or non-boolean result), for the `warn` log line; `None` for `false`.
+    pub error: Option<LogSafe>,
 }
 
 impl AuthError {
@@ -52,7 +78,7 @@ impl AuthError {
     /// The HTTP status the contract gives this refusal.
     pub fn status(&self) -> StatusCode {
         match self {
-            AuthError::Scope(_) => StatusCode::FORBIDDEN,
+            AuthError::Scope(_) | AuthError::Claim(_) | AuthError::Policy(_) => StatusCode::FORBIDDEN,
             AuthError::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             AuthError::BadPolicy(_) => StatusCode::BAD_REQUEST,
             AuthError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -80,6 +106,9 @@ impl AuthError {
             AuthError::KeysUnavailable => Reason::KeysUnavailable,
             AuthError::BadPolicy(_) => Reason::BadPolicy,
             AuthError::HeadersTooLarge => Reason::HeadersTooLarge,
+            AuthError::StepUp(_) => Reason::StepUp,
+            AuthError::Claim(_) => Reason::Claim,
+            AuthError::Policy(_) => Reason::Policy,
         }
     }
 
@@ -107,6 +136,9 @@ impl AuthError {
             AuthError::KeysUnavailable => "signing keys unavailable",
             AuthError::BadPolicy(_) => "bad policy",
             AuthError::HeadersTooLarge => "request headers too large",
+            AuthError::StepUp(s) => s.description,
+            AuthError::Claim(_) => "claim requirement not met",
+            AuthError::Policy(_) => "policy not met",
         }
     }
 }
