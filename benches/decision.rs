@@ -22,9 +22,10 @@ use jsonwebtoken::{DecodingKey, Validation};
 use jwtgate::algorithm::Algorithm;
 use serde_json::{Value, json};
 
+use jwtgate::authorization::authorize;
 use jwtgate::config::Config;
 use jwtgate::dev_issuer::KeyRing;
-use jwtgate::gate::Gate;
+use jwtgate::gate::{Gate, Issuer};
 use jwtgate::jwks::{Fetched, IssuerKeys, KeySource};
 use jwtgate::keys::KeySet;
 use jwtgate::policy::Policy;
@@ -36,6 +37,10 @@ const AUD: &str = "orders-api";
 const LEEWAY: u64 = 30;
 /// A typical per-Ingress `auth-url` query.
 const QUERY: &str = "issuer=main&aud=orders-api&scope=orders:read";
+/// The same with one typical `claim.` requirement.
+const QUERY_CLAIM: &str = "issuer=main&aud=orders-api&scope=orders:read&claim.realm_access.roles=editor";
+/// The same with one typical CEL policy (`editors`, in the bench config).
+const QUERY_POLICY: &str = "issuer=main&aud=orders-api&scope=orders:read&policy=editors";
 
 /// The signing algorithms benched, with the kid of the key that signs each.
 const ALGS: &[(&str, Algorithm)] = &[
@@ -62,6 +67,8 @@ claims_to_headers:
   - {{claim: iss, header: X-Auth-Issuer}}
   - {{claim: email, header: X-Auth-Email}}
   - {{claim: realm_access.roles, header: X-Auth-Roles}}
+policies:
+  editors: 'claims.realm_access.roles.exists(r, r == "editor")'
 "#
     )
 }
@@ -136,28 +143,35 @@ fn ready<F: Future>(f: F) -> F::Output {
     }
 }
 
-/// The gate's cache-hit path: digest, `TokenCache::get`, the policy, the rendered headers cloned.
+/// The gate's cache-hit path: digest, `TokenCache::get`, the authorize stage, the rendered
+/// headers cloned; with no further requirement, one `claim.` requirement, and one CEL policy.
 fn cache_hit(c: &mut Criterion) {
     let fx = fixture();
     let (_, _, token) = fx.tokens.iter().find(|t| t.0 == "rs256").expect("rs256 token");
-    let policy = Policy::parse(Some(QUERY), &fx.config.issuers).expect("policy");
-    let candidate = validate::precheck(token, &fx.config.issuers, &policy, fx.now).expect("precheck");
+    let candidate = validate::precheck(token, &fx.config.issuers, &Policy::default(), fx.now).expect("precheck");
     let (identity, key) =
         validate::finish(candidate, &fx.config.issuers, &fx.keys, &fx.config.claims_to_headers).expect("finish");
-    let cache = TokenCache::new(100_000, Duration::from_secs(300));
+    let cache = TokenCache::new(100_000, 1 << 30, Duration::from_secs(300));
     cache.insert(token_cache::digest(token), identity, &key, fx.now);
     let validation = raw_validation(Algorithm::RS256);
     let raw = raw_key(&fx.ring, "rs256");
+    let request = HeaderMap::new();
 
     let mut g = c.benchmark_group("cache_hit");
-    g.bench_function("jwtgate_hit", |b| {
-        b.iter(|| {
-            let digest = token_cache::digest(black_box(token));
-            let entry = cache.get(&digest).expect("hit");
-            policy.authorize(&entry.identity, &fx.config.issuers).expect("allowed");
-            black_box(entry.identity.headers.clone())
-        })
-    });
+    for (name, query) in
+        [("jwtgate_hit", QUERY), ("jwtgate_hit_claim", QUERY_CLAIM), ("jwtgate_hit_policy", QUERY_POLICY)]
+    {
+        let policy = Policy::parse(Some(query), &fx.config).expect("policy");
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let digest = token_cache::digest(black_box(token));
+                let entry = cache.get(&digest).expect("hit");
+                authorize(&entry.identity, &policy, &fx.config.issuers[0], &fx.config.policies, &request, fx.now)
+                    .expect("allowed");
+                black_box(entry.identity.headers.clone())
+            })
+        });
+    }
     // Its largest part: the SHA-256 of the token (the cache key).
     g.bench_function(format!("token_digest_only_{}_bytes", token.len()), |b| {
         b.iter(|| token_cache::digest(black_box(token)))
@@ -307,10 +321,10 @@ fn policy_parse(c: &mut Criterion) {
     let fx = fixture();
     let mut g = c.benchmark_group("policy");
     g.bench_function("jwtgate_parse_typical_query", |b| {
-        b.iter(|| Policy::parse(Some(black_box(QUERY)), &fx.config.issuers).expect("policy"))
+        b.iter(|| Policy::parse(Some(black_box(QUERY)), &fx.config).expect("policy"))
     });
     g.bench_function("jwtgate_parse_empty_query", |b| {
-        b.iter(|| Policy::parse(black_box(None), &fx.config.issuers).expect("policy"))
+        b.iter(|| Policy::parse(black_box(None), &fx.config).expect("policy"))
     });
     g.finish();
 }
@@ -335,7 +349,7 @@ fn gate_with(fx: &Fixture) -> Gate {
         gate.metrics.clone(),
     );
     ready(keys.refresh()).expect("keys loaded");
-    gate.issuers = vec![Arc::new(keys)].into();
+    gate.issuers = vec![Issuer { config: issuer.clone(), keys: Arc::new(keys) }].into();
     gate
 }
 
@@ -502,14 +516,22 @@ fn count_instructions(fx: &Fixture, case: &str, n: u64) {
         }
         "jwtgate_hit" => {
             let token = token_of(kid);
-            let policy = Policy::parse(Some(QUERY), issuers).expect("policy");
-            let candidate = validate::precheck(token, issuers, &policy, fx.now).expect("precheck");
+            let policy = Policy::parse(Some(QUERY), &fx.config).expect("policy");
+            let candidate = validate::precheck(token, issuers, &Policy::default(), fx.now).expect("precheck");
             let (identity, key) = validate::finish(candidate, issuers, &fx.keys, mapping).expect("finish");
-            let cache = TokenCache::new(100_000, Duration::from_secs(300));
+            let cache = TokenCache::new(100_000, 1 << 30, Duration::from_secs(300));
             cache.insert(token_cache::digest(token), identity, &key, fx.now);
             run_loop(n, &mut || {
                 let entry = cache.get(&token_cache::digest(black_box(token))).expect("hit");
-                policy.authorize(&entry.identity, issuers).expect("allowed");
+                authorize(
+                    &entry.identity,
+                    &policy,
+                    &fx.config.issuers[0],
+                    &fx.config.policies,
+                    &HeaderMap::new(),
+                    fx.now,
+                )
+                .expect("allowed");
                 black_box(entry.identity.headers.clone());
             })
         }

@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
@@ -14,7 +15,9 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use crate::algorithm::Algorithm;
-use crate::headers::ClaimPath;
+use crate::claims::ClaimPath;
+use crate::headers::ClaimHeader;
+use crate::rules::Policies;
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone)]
@@ -22,6 +25,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub issuers: Vec<IssuerConfig>,
     pub claims_to_headers: Vec<ClaimHeader>,
+    /// Named CEL policies (`policies:`), compiled; referenced from an `auth-url` as `?policy=`.
+    pub policies: Arc<Policies>,
     pub jwks: JwksConfig,
     pub token: TokenConfig,
     pub cache: CacheConfig,
@@ -56,13 +61,6 @@ pub struct IssuerConfig {
     pub required_typ: Option<String>,
 }
 
-/// One identity header: a claim (dotted path or JSON pointer) and the header it is written to.
-#[derive(Debug, Clone)]
-pub struct ClaimHeader {
-    pub claim: ClaimPath,
-    pub header: HeaderName,
-}
-
 /// Key-set lifecycle knobs (contract section "Key-set lifecycle").
 #[derive(Debug, Clone)]
 pub struct JwksConfig {
@@ -88,6 +86,8 @@ pub struct TokenConfig {
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
     pub max_entries: u64,
+    /// Estimated memory the cached identities (claims sets included) may hold.
+    pub max_bytes: u64,
     pub max_ttl: Duration,
 }
 
@@ -338,6 +338,7 @@ fn read_config(root: &Value, errs: &mut Vec<String>) -> Option<Config> {
 
     let issuers = read_issuers(top.get("issuers"), errs);
     let claims_to_headers = read_claims_to_headers(top.get("claims_to_headers"), errs);
+    let policies = read_policies(top.get("policies"), errs);
 
     let mut j = Section::new("jwks", top.get("jwks"), errs);
     let refresh = j.integer("refresh_interval_seconds", 300, 1, 7 * 86400, errs);
@@ -363,6 +364,7 @@ fn read_config(root: &Value, errs: &mut Vec<String>) -> Option<Config> {
 
     let mut c = Section::new("cache", top.get("cache"), errs);
     let max_entries = c.integer("max_entries", 30_000, 0, 100_000_000, errs);
+    let cache_max_bytes = c.integer("max_bytes", 48 << 20, 1 << 20, 64 << 30, errs);
     let max_ttl = c.integer("max_ttl_seconds", 300, 0, 86400, errs);
     c.finish(errs);
 
@@ -398,6 +400,7 @@ fn read_config(root: &Value, errs: &mut Vec<String>) -> Option<Config> {
         listen,
         issuers: issuers?,
         claims_to_headers,
+        policies: Arc::new(policies),
         jwks: JwksConfig {
             refresh_interval: Duration::from_secs(refresh),
             min_refresh_interval: Duration::from_secs(min_refresh),
@@ -407,7 +410,7 @@ fn read_config(root: &Value, errs: &mut Vec<String>) -> Option<Config> {
             max_keys: max_keys as usize,
         },
         token: TokenConfig { max_bytes: max_bytes as usize, cookie },
-        cache: CacheConfig { max_entries, max_ttl: Duration::from_secs(max_ttl) },
+        cache: CacheConfig { max_entries, max_bytes: cache_max_bytes, max_ttl: Duration::from_secs(max_ttl) },
         log: LogConfig { format, level },
         shutdown: ShutdownConfig { drain_delay: Duration::from_secs(drain_delay), grace: Duration::from_secs(grace) },
         server: ServerConfig { idle_timeout: Duration::from_secs(idle_timeout) },
@@ -572,6 +575,38 @@ fn read_issuers(value: Option<&Value>, errs: &mut Vec<String>) -> Option<Vec<Iss
         }
     }
     Some(out)
+}
+
+/// A policy name as `?policy=` lists it: never a comma, nothing that needs encoding in a query.
+fn valid_policy_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+}
+
+/// `policies:` — a mapping of name to CEL expression, each compiled now (see [`crate::rules`]).
+fn read_policies(value: Option<&Value>, errs: &mut Vec<String>) -> Policies {
+    let map = match value {
+        None => return Policies::default(),
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            errs.push("policies: must be a mapping of name to CEL expression".into());
+            return Policies::default();
+        }
+    };
+    let mut entries = Vec::with_capacity(map.len());
+    for (name, expr) in map {
+        if !valid_policy_name(name) {
+            errs.push(format!("policies.{name}: the name must match [A-Za-z0-9_.-]{{1,64}}"));
+            continue;
+        }
+        match expr {
+            Value::String(s) if !s.trim().is_empty() => entries.push((name.as_str(), s.as_str())),
+            _ => errs.push(format!("policies.{name}: must be a non-empty string (a CEL expression)")),
+        }
+    }
+    Policies::compile(entries).unwrap_or_else(|e| {
+        errs.extend(e);
+        Policies::default()
+    })
 }
 
 /// Reads an issuer's `ca_file`: a PEM bundle of at least one certificate, each of which must

@@ -47,6 +47,32 @@ pub enum AuthError {
     /// bound token came as `Bearer`, an unbound one as `DPoP`, or `?dpop=required` got an unbound
     /// token (`invalid_token`).
     DpopBinding(&'static str),
+    /// Valid token, but the authentication behind it is not the one asked for (RFC 9470): 401
+    /// with an `insufficient_user_authentication` challenge.
+    StepUp(StepUp),
+    /// Valid token, but a `claim.PATH=` requirement is not met. Holds PATH as the query wrote it.
+    Claim(Box<str>),
+    /// Valid token, but a named policy did not evaluate to `true`.
+    Policy(PolicyDenial),
+}
+
+/// What a step-up challenge carries (RFC 9470 §3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepUp {
+    /// The `error_description`: fixed text, never token content.
+    pub description: &'static str,
+    /// `acr_values`: the `acr=` list, space-separated, when the query has one.
+    pub acr_values: Option<Box<str>>,
+    /// `max_age` when the query has one.
+    pub max_age: Option<u64>,
+}
+
+/// A named policy that denied, and why when it did not simply evaluate to `false`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyDenial {
+    pub name: Box<str>,
+    /// The evaluation error (or non-boolean result), for the `warn` log line; `None` for `false`.
+    pub error: Option<LogSafe>,
 }
 
 impl AuthError {
@@ -59,7 +85,7 @@ impl AuthError {
     /// The HTTP status the contract gives this refusal.
     pub fn status(&self) -> StatusCode {
         match self {
-            AuthError::Scope(_) => StatusCode::FORBIDDEN,
+            AuthError::Scope(_) | AuthError::Claim(_) | AuthError::Policy(_) => StatusCode::FORBIDDEN,
             AuthError::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             AuthError::BadPolicy(_) => StatusCode::BAD_REQUEST,
             AuthError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -88,6 +114,9 @@ impl AuthError {
             AuthError::BadPolicy(_) => Reason::BadPolicy,
             AuthError::HeadersTooLarge => Reason::HeadersTooLarge,
             AuthError::DpopProof(_) | AuthError::DpopBinding(_) => Reason::Dpop,
+            AuthError::StepUp(_) => Reason::StepUp,
+            AuthError::Claim(_) => Reason::Claim,
+            AuthError::Policy(_) => Reason::Policy,
         }
     }
 
@@ -116,6 +145,9 @@ impl AuthError {
             AuthError::BadPolicy(_) => "bad policy",
             AuthError::HeadersTooLarge => "request headers too large",
             AuthError::DpopProof(detail) | AuthError::DpopBinding(detail) => detail,
+            AuthError::StepUp(s) => s.description,
+            AuthError::Claim(_) => "claim requirement not met",
+            AuthError::Policy(_) => "policy not met",
         }
     }
 }

@@ -140,7 +140,7 @@ fn shown(segment: Option<&str>) -> Option<Value> {
 pub async fn explain(config: Config, request: Request, now: i64) -> Result<Report, String> {
     let token = request.token.trim();
     let query = request.query.as_deref().filter(|q| !q.is_empty());
-    let policy = Policy::parse(query, &config.issuers).map_err(|e| match e {
+    let policy = Policy::parse(query, &config).map_err(|e| match e {
         AuthError::BadPolicy(why) => format!("--query: {why}"),
         other => format!("--query: {}", other.description()),
     })?;
@@ -159,6 +159,13 @@ pub async fn explain(config: Config, request: Request, now: i64) -> Result<Repor
             }
             Err(_) => bad_header = Some(AuthError::Malformed("token is not visible ASCII")),
         }
+    }
+    // The original request, as nginx describes it to /verify (policies that read `request`).
+    if let Ok(m) = HeaderValue::from_str(&request.method) {
+        headers.insert("x-original-method", m);
+    }
+    if let Some(u) = request.url.as_deref().and_then(|u| HeaderValue::from_str(u).ok()) {
+        headers.insert("x-original-url", u);
     }
     let extracted = match bad_header {
         Some(e) => Err(e),
@@ -196,14 +203,26 @@ pub async fn explain(config: Config, request: Request, now: i64) -> Result<Repor
             |_| Ok(None),
             &config.claims_to_headers,
             &policy,
+            &config.policies,
+            &headers,
             now,
             &mut trace,
         );
         report.verdict = match result {
-            Ok(identity) => Verdict::Allow {
-                headers: header_list(&identity.headers),
-                max_age: crate::gate::max_age(identity.exp, now, config.cache.max_ttl),
-            },
+            Ok(identity) => {
+                let grant = crate::authorization::authorize(
+                    &identity,
+                    &policy,
+                    &config.issuers[identity.issuer],
+                    &config.policies,
+                    &headers,
+                    now,
+                )
+                .expect("the observed pipeline allowed it");
+                let end = grant.until.map_or(identity.exp, |u| u.min(identity.exp));
+                let max_age = if grant.per_request { 0 } else { crate::gate::max_age(end, now, config.cache.max_ttl) };
+                Verdict::Allow { headers: header_list(&identity.headers), max_age }
+            }
             Err(r) => Verdict::Refuse(r),
         };
     } else {
@@ -211,13 +230,15 @@ pub async fn explain(config: Config, request: Request, now: i64) -> Result<Repor
         // The verdict: exactly /verify's decision (a cold gate fetches the issuer's keys once).
         let decided = gate.decide(query, &headers, now).await;
         // The checks: the same pipeline, observed, with the keys that decision fetched.
-        let snapshots: Vec<_> = gate.issuers.iter().map(|k| k.current().ok()).collect();
+        let snapshots: Vec<_> = gate.issuers.iter().map(|i| i.keys.current().ok()).collect();
         let result = validate::validate_observed(
             &token,
             &config.issuers,
             |i| snapshots[i].as_ref().map(|s| Some(&s.keys)).ok_or(AuthError::KeysUnavailable),
             &config.claims_to_headers,
             &policy,
+            &config.policies,
+            &headers,
             now,
             &mut trace,
         );
@@ -234,7 +255,7 @@ pub async fn explain(config: Config, request: Request, now: i64) -> Result<Repor
         if trace.get(Check::Keys) != Outcome::NotRun
             && let Some(index) = issuer
         {
-            let keys = &gate.issuers[index];
+            let keys = &gate.issuers[index].keys;
             report.keys = match (&snapshots[index], keys.last_error()) {
                 (Some(s), _) => KeysNote::Fetched { issuer: keys.name.clone(), usable: s.keys.len() },
                 (None, error) => KeysNote::Failed {
@@ -245,7 +266,8 @@ pub async fn explain(config: Config, request: Request, now: i64) -> Result<Repor
         }
         report.verdict = match decided {
             Ok(allowed) => {
-                Verdict::Allow { headers: header_list(&allowed.entry.identity.headers), max_age: allowed.max_age }
+                let max_age = if allowed.no_store { 0 } else { allowed.max_age };
+                Verdict::Allow { headers: header_list(&allowed.entry.identity.headers), max_age }
             }
             Err(r) => Verdict::Refuse(r),
         };
@@ -421,7 +443,10 @@ fn what(check: Check) -> &'static str {
         Check::Keys => "the issuer has usable keys",
         Check::Key => "a key fits the token's kid and alg",
         Check::Signature => "the signature verifies with that key",
+        Check::StepUp => "acr and auth_time meet the query's acr= and max_age=",
         Check::Scope => "every scope the query requires is granted",
+        Check::ClaimRequirements => "every claim. requirement of the query is met",
+        Check::Policies => "every named policy of the query evaluates to true",
     }
 }
 

@@ -1,9 +1,14 @@
 //! The gate: one `/verify` decision with everything around the pure core — the verified-token
 //! cache, each issuer's current keys (asked of [`crate::jwks::IssuerKeys`]), and metrics.
 //!
-//! Stages, after Ory Oathkeeper's authenticate → authorize → mutate: [`Gate::authenticate`]
-//! (cache or [`crate::validate`]), [`crate::policy::Policy`] (issuer, audience, scope), and the
-//! identity headers rendered once at verification and reused on every hit.
+//! [`Gate::decide`] runs the stages of Ory Oathkeeper and heimdall, in this order:
+//! 1. the request's policy, parsed once per distinct `auth-url` query ([`PolicyMemo`]; 400);
+//! 2. [`Gate::authenticate`]: issuer, key, signature and time ([`crate::validate`]), the cacheable
+//!    part: a hit in the verified-token cache skips it;
+//! 3. authorize ([`crate::authorization::authorize`]): issuer filter, audience, step-up, scope,
+//!    `claim.` requirements and named policies, on every request, hit or miss alike;
+//! 4. render: the identity headers were rendered once at verification and are cached with the
+//!    identity; what is left is how long nginx may keep the answer ([`Allowed`]).
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -11,7 +16,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::HeaderMap;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::authorization::Grant;
+use crate::config::{Config, IssuerConfig};
 use crate::dpop::{Replay, ReplayStore, Target};
 use crate::error::{AuthError, Refused};
 use crate::jwks::{IssuerKeys, IssuerState};
@@ -20,11 +26,25 @@ use crate::policy::{Policy, PolicyMemo};
 use crate::token_cache::{Entry, TokenCache};
 use crate::validate::{self, Identity};
 
+/// One configured issuer: its configuration, its keys and its metric label, in one value. Its
+/// index in [`Gate::issuers`] is the one an [`Identity`] and a [`Refused`] carry.
+pub struct Issuer {
+    pub config: IssuerConfig,
+    pub keys: Arc<IssuerKeys>,
+}
+
+impl Issuer {
+    /// The `issuer` label of its metrics and log lines.
+    pub fn label(&self) -> &str {
+        &self.config.name
+    }
+}
+
 /// The shared state of the service. Cheap to clone.
 #[derive(Clone)]
 pub struct Gate {
     pub config: Arc<Config>,
-    pub issuers: Arc<[Arc<IssuerKeys>]>,
+    pub issuers: Arc<[Issuer]>,
     pub cache: TokenCache,
     pub metrics: Metrics,
     policies: Arc<PolicyMemo>,
@@ -37,8 +57,8 @@ pub struct Gate {
 pub struct Allowed {
     pub entry: Arc<Entry>,
     pub max_age: u64,
-    /// The decision holds for this request only (a DPoP proof is single-use): nginx must not
-    /// reuse it.
+    /// The decision holds for this request only, nginx must not reuse it: a policy read
+    /// `request`, or the request used DPoP (every proof is single-use).
     pub no_store: bool,
 }
 
@@ -65,11 +85,12 @@ pub fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-/// How long nginx may cache an allow of a token expiring at `exp`: at most `max_ttl`.
-pub fn max_age(exp: i64, now: i64, max_ttl: std::time::Duration) -> u64 {
+/// How long nginx may cache an allow that holds until `end` (the token's `exp`, or earlier under
+/// step-up's `max_age=`): at most `max_ttl`.
+pub fn max_age(end: i64, now: i64, max_ttl: std::time::Duration) -> u64 {
     // `now` is whole seconds, so up to a second has already passed: one less keeps nginx's
-    // cache (which counts the whole last second as fresh) strictly before `exp`.
-    let remaining = exp.saturating_sub(now).saturating_sub(1).max(0) as u64;
+    // cache (which counts the whole last second as fresh) strictly before `end`.
+    let remaining = end.saturating_sub(now).saturating_sub(1).max(0) as u64;
     remaining.min(max_ttl.as_secs())
 }
 
@@ -169,16 +190,17 @@ impl Gate {
         let mut errors = Vec::new();
         for issuer in &config.issuers {
             match crate::jwks::build_client(issuer, &config.jwks) {
-                Ok(client) => {
-                    issuers.push(Arc::new(IssuerKeys::new(issuer, config.jwks.clone(), client, metrics.clone())))
-                }
+                Ok(client) => issuers.push(Issuer {
+                    config: issuer.clone(),
+                    keys: Arc::new(IssuerKeys::new(issuer, config.jwks.clone(), client, metrics.clone())),
+                }),
                 Err(e) => errors.push(e),
             }
         }
         if !errors.is_empty() {
             return Err(errors.join("\n"));
         }
-        let cache = TokenCache::new(config.cache.max_entries, config.cache.max_ttl);
+        let cache = TokenCache::new(config.cache.max_entries, config.cache.max_bytes, config.cache.max_ttl);
         let replay = Arc::new(ReplayStore::new(&config.dpop));
         let dpop_algs = config.dpop.algs().into();
         Ok(Gate {
@@ -196,58 +218,91 @@ impl Gate {
     pub fn spawn_refreshers(&self, cancel: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
         self.issuers
             .iter()
-            .map(|keys| {
+            .map(|issuer| {
                 let cache = self.cache.clone();
-                tokio::spawn(keys.clone().run(cancel.clone(), move |removed| cache.purge_keys(removed)))
+                tokio::spawn(issuer.keys.clone().run(cancel.clone(), move |removed| cache.purge_keys(removed)))
             })
             .collect()
     }
 
     /// True once every issuer has usable keys.
     pub fn ready(&self) -> bool {
-        self.issuers.iter().all(|i| i.state() == IssuerState::Ready)
+        self.issuers.iter().all(|i| i.keys.state() == IssuerState::Ready)
     }
 
     /// The metric label of an issuer index.
     pub fn issuer_label(&self, issuer: Option<usize>) -> &str {
-        issuer.map_or("none", |i| self.config.issuers[i].name.as_str())
+        issuer.map_or("none", |i| self.issuers[i].label())
     }
 
-    /// Decides one `/verify` request: authenticate (cache hit, or verification), then, on every
-    /// request alike, the DPoP binding and proof, then the policy.
+    /// Decides one `/verify` request: policy, authenticate, authorize, render (module docs).
     pub async fn decide(&self, query: Option<&str>, headers: &HeaderMap, now: i64) -> Result<Allowed, Refused> {
-        let policy = self.policies.get(query, &self.config.issuers)?;
+        let policy = self.policies.get(query, &self.config)?;
         let credential = extract_credential(headers, &self.config.token)?;
-        let token = credential.token;
-        let digest = crate::token_cache::digest(token);
+        let entry = self.authenticate(credential.token, &policy, now).await?;
+        let grant = self.authorize(&entry.identity, &policy, credential, headers, now)?;
+        Ok(self.render(entry, grant, now))
+    }
 
-        let entry = match self.cache.get(&digest) {
+    /// Authenticate: the verified identity of `token`, from the cache when it is there and still
+    /// vouched for, else verified now and cached. On a miss the request's issuer filter and
+    /// audience refuse before any signature work (cheap refusals first); authorize checks them
+    /// again on every request, so what is cached serves every Ingress alike.
+    pub async fn authenticate(&self, token: &str, policy: &Policy, now: i64) -> Result<Arc<Entry>, Refused> {
+        let digest = crate::token_cache::digest(token);
+        match self.cache.get(&digest) {
             Some(entry) => {
                 self.metrics.cache_hits.inc();
                 let id = &entry.identity;
+                let issuer = &self.issuers[id.issuer];
                 let refuse = |e: AuthError| e.at(id.issuer);
-                let leeway = self.config.issuers[id.issuer].leeway_seconds as i64;
-                if now >= id.exp.saturating_add(leeway) {
+                if now >= id.exp.saturating_add(issuer.config.leeway_seconds as i64) {
                     return Err(refuse(AuthError::Expired));
                 }
                 // Past max_stale, after the issuer withdrew every key, or once the key that
                 // verified it left the JWKS, a cached identity is not vouched for.
-                self.issuers[id.issuer].vouch(&entry).map_err(refuse)?;
-                entry
+                issuer.keys.vouch(&entry).map_err(refuse)?;
+                Ok(entry)
             }
             None => {
                 self.metrics.cache_misses.inc();
-                let (identity, key) = self.authenticate(token, &policy, now).await?;
-                self.cache.insert(digest, identity, &key, now)
+                let (identity, key) = self.verify(token, policy, now).await?;
+                Ok(self.cache.insert(digest, identity, &key, now))
             }
-        };
-        let id = &entry.identity;
-        let refuse = |e: AuthError| e.at(id.issuer);
-        // The contract's order: the token itself, then the DPoP proof, then the policy.
-        let dpop = self.check_dpop(&policy, credential, id, headers, now).map_err(refuse)?;
-        policy.authorize(id, &self.config.issuers).map_err(refuse)?;
-        let max_age = max_age(entry.identity.exp, now, self.config.cache.max_ttl);
-        Ok(Allowed { entry, max_age, no_store: dpop })
+        }
+    }
+
+    /// Authorize: on every request, in the contract's order after the token itself (the
+    /// request's issuer filter and audience), the DPoP binding and proof, then the policy
+    /// (step-up, scope, `claim.`, named policies).
+    pub fn authorize(
+        &self,
+        identity: &Identity,
+        policy: &Policy,
+        credential: Credential<'_>,
+        headers: &HeaderMap,
+        now: i64,
+    ) -> Result<Grant, Refused> {
+        let issuer = &self.issuers[identity.issuer];
+        let refuse = |e: AuthError| e.at(identity.issuer);
+        // The token's own requirements first (authorization::authorize repeats these two
+        // comparisons, which is cheaper than splitting it).
+        policy.check_issuer(identity.issuer).map_err(refuse)?;
+        policy.check_audience(&identity.audiences, &issuer.config).map_err(refuse)?;
+        let dpop = self.check_dpop(policy, credential, identity, headers, now).map_err(refuse)?;
+        let mut grant =
+            crate::authorization::authorize(identity, policy, &issuer.config, &self.config.policies, headers, now)
+                .map_err(refuse)?;
+        grant.per_request |= dpop;
+        Ok(grant)
+    }
+
+    /// Render: the identity headers (rendered at verification) and how long nginx may keep the
+    /// answer: until the token's `exp`, and under step-up until `auth_time` + `max_age`.
+    fn render(&self, entry: Arc<Entry>, grant: Grant, now: i64) -> Allowed {
+        let end = grant.until.map_or(entry.identity.exp, |until| until.min(entry.identity.exp));
+        let max_age = max_age(end, now, self.config.cache.max_ttl);
+        Allowed { entry, max_age, no_store: grant.per_request }
     }
 
     /// Proof of possession (RFC 9449 §7): the scheme and the token's `cnf.jkt` must agree, and a
@@ -298,7 +353,7 @@ impl Gate {
     pub fn dpop_challenge(&self, query: Option<&str>, headers: &HeaderMap, error: &AuthError) -> Option<&str> {
         let dpop = matches!(error, AuthError::DpopProof(_) | AuthError::DpopBinding(_))
             || uses_dpop_scheme(headers)
-            || self.policies.get(query, &self.config.issuers).is_ok_and(|p| p.dpop_required);
+            || self.policies.get(query, &self.config).is_ok_and(|p| p.dpop_required);
         dpop.then_some(&*self.dpop_algs)
     }
 
@@ -308,7 +363,7 @@ impl Gate {
     }
 
     /// Verifies a token that is not in the cache.
-    async fn authenticate(
+    async fn verify(
         &self,
         token: &str,
         policy: &Policy,
@@ -319,7 +374,7 @@ impl Gate {
         let refuse = |e: AuthError| e.at(index);
         let kid = candidate.jws.header.kid.as_deref();
         // Every key-set rule (refetch, cooldown, unknown-kid memory, revocation) is the owner's.
-        let snapshot = self.issuers[index].keys_for(kid, candidate.jws.header.alg).await.map_err(refuse)?;
+        let snapshot = self.issuers[index].keys.keys_for(kid, candidate.jws.header.alg).await.map_err(refuse)?;
         validate::finish(candidate, &self.config.issuers, &snapshot.keys, &self.config.claims_to_headers)
             .map_err(refuse)
     }

@@ -20,43 +20,14 @@ use base64::Engine as _;
 use http::{HeaderName, HeaderValue};
 use serde_json::Value;
 
-/// Where a claim lives in the claims set.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClaimPath {
-    /// `realm_access.roles`: member names separated by dots.
-    Dotted(Vec<String>),
-    /// `/https:~1~1example.com~1roles`: an RFC 6901 JSON pointer, for claim names containing dots
-    /// or slashes (Auth0's namespaced claims).
-    Pointer(String),
-}
+use crate::claims::ClaimPath;
 
-impl ClaimPath {
-    /// Parses a `claims_to_headers[].claim` value: a leading `/` means a JSON pointer.
-    pub fn parse(s: &str) -> Result<ClaimPath, &'static str> {
-        if s.starts_with('/') {
-            // RFC 6901: `~` must be followed by 0 or 1.
-            let b = s.as_bytes();
-            for (i, &c) in b.iter().enumerate() {
-                if c == b'~' && !matches!(b.get(i + 1), Some(b'0' | b'1')) {
-                    return Err("is not a valid JSON pointer (`~` must be followed by 0 or 1)");
-                }
-            }
-            return Ok(ClaimPath::Pointer(s.to_string()));
-        }
-        let parts: Vec<String> = s.split('.').map(str::to_string).collect();
-        if parts.iter().any(String::is_empty) {
-            return Err("is not a valid dotted claim path");
-        }
-        Ok(ClaimPath::Dotted(parts))
-    }
-
-    /// Finds the claim in a claims set.
-    pub fn lookup<'a>(&self, claims: &'a Value) -> Option<&'a Value> {
-        match self {
-            ClaimPath::Pointer(p) => claims.pointer(p),
-            ClaimPath::Dotted(parts) => parts.iter().try_fold(claims, |v, part| v.get(part)),
-        }
-    }
+/// One identity header: a claim (dotted path or JSON pointer) and the header it is written to
+/// (the config's `claims_to_headers` entries).
+#[derive(Debug, Clone)]
+pub struct ClaimHeader {
+    pub claim: ClaimPath,
+    pub header: HeaderName,
 }
 
 /// Renders a claim value as text, before header encoding. `false` for null (header left out).
@@ -142,7 +113,7 @@ pub fn encode_value(text: &str) -> HeaderValue {
 
 /// The identity headers for one claims set, in `claims_to_headers` order. A claim that is absent
 /// or null produces no header (nginx then clears any forged copy, see the README).
-pub fn render(claims: &Value, mapping: &[crate::config::ClaimHeader]) -> Vec<(HeaderName, HeaderValue)> {
+pub fn render(claims: &Value, mapping: &[ClaimHeader]) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::with_capacity(mapping.len());
     let mut text = String::new();
     for m in mapping {
@@ -159,7 +130,6 @@ pub fn render(claims: &Value, mapping: &[crate::config::ClaimHeader]) -> Vec<(He
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ClaimHeader;
     use serde_json::json;
 
     fn map(pairs: &[(&str, &str)]) -> Vec<ClaimHeader> {

@@ -27,7 +27,7 @@ use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use hyper::body::Incoming;
 use tower::ServiceExt as _;
 
-use crate::error::{AuthError, LogSafe, Reason, Refused};
+use crate::error::{AuthError, LogSafe, PolicyDenial, Reason, Refused};
 use crate::gate::{Allowed, Gate};
 
 /// The shared state: the gate and the draining flag set on shutdown. Handlers share one `Arc` of
@@ -132,6 +132,14 @@ async fn verify(app: &AppState, request: &Request<Incoming>) -> Response {
                     problem = %why,
                     "bad auth-url policy (check the Ingress auth-url query)"
                 ),
+                AuthError::Policy(PolicyDenial { name, error: Some(why) }) => tracing::warn!(
+                    reason = error.reason(),
+                    issuer = label,
+                    request_id = %request_id(headers),
+                    policy = %name,
+                    problem = %why,
+                    "policy could not be evaluated; denied"
+                ),
                 _ => tracing::info!(
                     reason = error.reason(),
                     issuer = label,
@@ -156,8 +164,9 @@ fn allow(allowed: Allowed) -> Response {
         h.insert(name.clone(), value.clone());
     }
     if allowed.no_store {
-        // A DPoP proof is single-use: the next request brings a new one, which nginx's auth
-        // cache (keyed on what the Ingress chose, not on the proof) must not skip.
+        // The decision answers this request only: it read the original request (method, URL),
+        // or used a DPoP proof, which is single-use (nginx's auth cache is keyed on the token,
+        // not on the proof, so a cached answer would skip the next proof).
         h.insert(X_ACCEL_EXPIRES, ZERO);
         h.insert(header::CACHE_CONTROL, NO_STORE);
     } else {
@@ -188,6 +197,28 @@ pub fn refuse(error: &AuthError, dpop_algs: Option<&str>) -> Response {
         AuthError::Scope(required) => {
             Some(format!(r#"Bearer realm="jwtgate", error="insufficient_scope", scope="{}""#, quote_safe(required)))
         }
+        AuthError::Claim(path) => Some(format!(
+            r#"Bearer realm="jwtgate", error="insufficient_scope", error_description="claim requirement not met: {}""#,
+            percent_encode_forbidden(path)
+        )),
+        AuthError::Policy(denial) => Some(format!(
+            r#"Bearer realm="jwtgate", error="insufficient_scope", error_description="policy not met: {}""#,
+            percent_encode_forbidden(&denial.name)
+        )),
+        AuthError::StepUp(s) => {
+            // RFC 9470 §3: the client learns what to ask its authorization server for.
+            let mut c = format!(
+                r#"Bearer realm="jwtgate", error="insufficient_user_authentication", error_description="{}""#,
+                s.description
+            );
+            if let Some(acr) = &s.acr_values {
+                c.push_str(&format!(r#", acr_values="{acr}""#));
+            }
+            if let Some(max_age) = s.max_age {
+                c.push_str(&format!(r#", max_age="{max_age}""#));
+            }
+            Some(c)
+        }
         e if e.status() == StatusCode::UNAUTHORIZED => {
             Some(format!(r#"Bearer realm="jwtgate", error="invalid_token", error_description="{}""#, e.description()))
         }
@@ -203,6 +234,21 @@ pub fn refuse(error: &AuthError, dpop_algs: Option<&str>) -> Response {
     response
 }
 
+/// Writes text for an `error_description`: characters RFC 6750 §3 forbids there (outside
+/// %x20-21 / %x23-5B / %x5D-7E), and `%` itself so that decoding is unambiguous, are
+/// percent-encoded as UTF-8 bytes.
+fn percent_encode_forbidden(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if matches!(b, 0x20 | 0x21 | 0x23 | 0x24 | 0x26..=0x5b | 0x5d..=0x7e) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Keeps only characters RFC 6750 allows in a `scope` value (%x21 / %x23-5B / %x5D-7E and space).
 fn quote_safe(s: &str) -> String {
     s.chars().filter(|c| matches!(*c as u32, 0x20 | 0x21 | 0x23..=0x5b | 0x5d..=0x7e)).collect()
@@ -216,7 +262,7 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     let draining = app.draining.load(Ordering::Acquire);
     let mut all_ready = !draining;
     let mut issuers = serde_json::Map::new();
-    for keys in app.gate.issuers.iter() {
+    for keys in app.gate.issuers.iter().map(|i| &i.keys) {
         let state = keys.state();
         all_ready &= state == crate::jwks::IssuerState::Ready;
         let current = keys.current().ok();
@@ -241,7 +287,7 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(app): State<Arc<AppState>>) -> Response {
-    for keys in app.gate.issuers.iter() {
+    for keys in app.gate.issuers.iter().map(|i| &i.keys) {
         keys.export_age();
     }
     app.gate.metrics.cache_entries.set(app.gate.cache.entry_count() as i64);

@@ -5,6 +5,8 @@
 #![forbid(unsafe_code)]
 
 pub mod algorithm;
+pub mod authorization;
+pub mod claims;
 pub mod cli;
 pub mod config;
 pub mod dev_issuer;
@@ -19,6 +21,7 @@ pub mod jwks;
 pub mod keys;
 pub mod metrics;
 pub mod policy;
+pub mod rules;
 pub mod shutdown;
 pub mod telemetry;
 pub mod token_cache;

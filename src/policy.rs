@@ -1,4 +1,5 @@
-//! Per-Ingress policy from the `auth-url` query string: `issuer=a,b`, `aud=x,y`, `scope=s1 s2`.
+//! Per-Ingress policy from the `auth-url` query string: `issuer=a,b`, `aud=x,y`, `scope=s1 s2`,
+//! `claim.PATH=v1,v2`, `policy=a,b`, and the step-up parameters `acr=v1,v2` and `max_age=N`.
 //!
 //! One deployment serves every Ingress, each with its own policy. Anything not understood is a
 //! misconfiguration and answered 400 (nginx turns it into 500): never silently ignored.
@@ -6,7 +7,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use crate::config::IssuerConfig;
+use crate::claims::ClaimRequirement;
+use crate::config::{Config, IssuerConfig};
 use crate::error::AuthError;
 
 /// What one request's `auth-url` demands on top of the issuer configuration.
@@ -20,6 +22,24 @@ pub struct Policy {
     pub scopes: Vec<String>,
     /// `dpop=required`: only DPoP-bound tokens with a valid proof (RFC 9449).
     pub dpop_required: bool,
+    /// `claim.PATH=v1,v2`: every requirement must be met (all-of; any-of within one).
+    pub claims: Vec<ClaimRequirement>,
+    /// `policy=a,b`: indices into the config's `policies`; every one must evaluate to `true`.
+    pub policies: Vec<usize>,
+    /// One of the named policies reads `request`: the decision holds for this request only.
+    pub reads_request: bool,
+    /// The top-level claims the named policies read, or `None` when one reads `claims` whole.
+    pub policy_claims: Option<Vec<Box<str>>>,
+    /// `acr=v1,v2`: the token's `acr` must be one of these (RFC 9470).
+    pub acr: Option<Vec<String>>,
+    /// `max_age=N`: the token's `auth_time` must be at most N seconds (plus leeway) ago.
+    pub max_age: Option<u64>,
+}
+
+/// An `acr` value as it can travel in a challenge's quoted `acr_values` (RFC 6750 §3 charset,
+/// and no space, which separates the values there).
+fn valid_acr(v: &str) -> bool {
+    v.bytes().all(|b| matches!(b, 0x21 | 0x23..=0x5b | 0x5d..=0x7e))
 }
 
 fn split_list(value: &str) -> impl Iterator<Item = &str> {
@@ -27,8 +47,10 @@ fn split_list(value: &str) -> impl Iterator<Item = &str> {
 }
 
 impl Policy {
-    /// Parses the raw query string (`None` when the URL has none).
-    pub fn parse(query: Option<&str>, issuers: &[IssuerConfig]) -> Result<Policy, AuthError> {
+    /// Parses the raw query string (`None` when the URL has none) against the config's issuer and
+    /// policy names.
+    pub fn parse(query: Option<&str>, config: &Config) -> Result<Policy, AuthError> {
+        let issuers = &config.issuers;
         let mut policy = Policy::default();
         let Some(query) = query.filter(|q| !q.is_empty()) else {
             return Ok(policy);
@@ -68,7 +90,66 @@ impl Policy {
                     "" => {}
                     _ => return Err(AuthError::bad_policy("`dpop` must be `required`")),
                 },
-                other => return Err(AuthError::bad_policy(format!("unknown parameter `{other}`"))),
+                "policy" => {
+                    for name in value.split(',').filter(|s| !s.is_empty()) {
+                        any = true;
+                        let index = config
+                            .policies
+                            .position(name)
+                            .ok_or_else(|| AuthError::bad_policy(format!("unknown policy `{name}`")))?;
+                        let named = config.policies.get(index);
+                        policy.reads_request |= named.reads_request;
+                        policy.policy_claims =
+                            match (policy.policies.is_empty(), policy.policy_claims.take(), &named.claims_read) {
+                                (true, _, Some(read)) => Some(read.to_vec()),
+                                (false, Some(mut so_far), Some(read)) => {
+                                    so_far.extend(
+                                        read.iter().filter(|n| !so_far.contains(n)).cloned().collect::<Vec<_>>(),
+                                    );
+                                    Some(so_far)
+                                }
+                                _ => None,
+                            };
+                        policy.policies.push(index);
+                    }
+                }
+                "acr" => {
+                    let list = policy.acr.get_or_insert_with(Vec::new);
+                    for v in value.split(',').filter(|s| !s.is_empty()) {
+                        any = true;
+                        if !valid_acr(v) {
+                            return Err(AuthError::bad_policy(format!(
+                                "acr value `{v}` has a character a challenge cannot carry"
+                            )));
+                        }
+                        list.push(v.to_string());
+                    }
+                }
+                "max_age" => {
+                    if value.is_empty() {
+                        return Err(AuthError::bad_policy("empty `max_age`"));
+                    }
+                    // RFC 9470 §4: a non-negative decimal integer, and nothing else (no sign).
+                    let n = value
+                        .bytes()
+                        .all(|b| b.is_ascii_digit())
+                        .then(|| value.parse::<u64>().ok())
+                        .flatten()
+                        .filter(|n| *n <= i64::MAX as u64)
+                        .ok_or_else(|| {
+                            AuthError::bad_policy(format!("max_age `{value}` is not a non-negative integer"))
+                        })?;
+                    any = true;
+                    // Repeated: the strictest wins.
+                    policy.max_age = Some(policy.max_age.map_or(n, |m| m.min(n)));
+                }
+                other => match other.strip_prefix("claim.") {
+                    Some(path) => {
+                        policy.claims.push(ClaimRequirement::parse(path, &value).map_err(AuthError::bad_policy)?);
+                        any = true;
+                    }
+                    None => return Err(AuthError::bad_policy(format!("unknown parameter `{other}`"))),
+                },
             }
             if !any {
                 return Err(AuthError::bad_policy(format!("empty `{key}`")));
@@ -103,13 +184,6 @@ impl Policy {
             Err(AuthError::Scope(self.scopes.join(" ")))
         }
     }
-
-    /// Issuer, audience and scopes: what a cached identity must pass on every request.
-    pub fn authorize(&self, identity: &crate::validate::Identity, issuers: &[IssuerConfig]) -> Result<(), AuthError> {
-        self.check_issuer(identity.issuer)?;
-        self.check_audience(&identity.audiences, &issuers[identity.issuer])?;
-        self.check_scopes(&identity.scopes)
-    }
 }
 
 /// The longest query [`PolicyMemo`] keeps. A real `auth-url` query (a few issuers, audiences,
@@ -126,11 +200,20 @@ pub const POLICY_MEMO_GENERATION_BYTES: usize = 128 * 1024;
 pub fn memo_weight(query: &str, policy: &Policy) -> usize {
     const SLOT: usize = 96;
     let strings = |v: &[String]| v.iter().map(|s| s.capacity() + std::mem::size_of::<String>()).sum::<usize>();
+    let boxed = |v: &[Box<str>]| v.iter().map(|s| s.len() + std::mem::size_of::<Box<str>>()).sum::<usize>();
     SLOT + query.len()
         + std::mem::size_of::<Policy>()
         + policy.issuers.as_ref().map_or(0, |v| v.capacity() * std::mem::size_of::<usize>())
         + policy.audiences.as_deref().map_or(0, strings)
         + strings(&policy.scopes)
+        + policy.acr.as_deref().map_or(0, strings)
+        + policy.policies.capacity() * std::mem::size_of::<usize>()
+        + policy.policy_claims.as_deref().map_or(0, boxed)
+        + policy
+            .claims
+            .iter()
+            .map(|c| std::mem::size_of::<ClaimRequirement>() + c.raw.len() + c.path.heap_bytes() + boxed(&c.values))
+            .sum::<usize>()
 }
 
 #[derive(Default)]
@@ -163,12 +246,12 @@ impl Default for PolicyMemo {
 
 impl PolicyMemo {
     /// The policy of a query string, parsed once per distinct query (see [`Policy::parse`]).
-    pub fn get(&self, query: Option<&str>, issuers: &[IssuerConfig]) -> Result<Arc<Policy>, AuthError> {
+    pub fn get(&self, query: Option<&str>, config: &Config) -> Result<Arc<Policy>, AuthError> {
         let Some(query) = query.filter(|q| !q.is_empty()) else {
             return Ok(self.none.clone());
         };
         if query.len() > POLICY_MEMO_MAX_QUERY_BYTES {
-            return Policy::parse(Some(query), issuers).map(Arc::new);
+            return Policy::parse(Some(query), config).map(Arc::new);
         }
         let previous = {
             let g = self.generations.read().unwrap_or_else(|e| e.into_inner());
@@ -179,7 +262,7 @@ impl PolicyMemo {
         };
         let policy = match previous {
             Some(policy) => policy,
-            None => Arc::new(Policy::parse(Some(query), issuers)?),
+            None => Arc::new(Policy::parse(Some(query), config)?),
         };
         let weight = memo_weight(query, &policy);
         let retired = {
@@ -219,78 +302,131 @@ impl PolicyMemo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
-    fn issuers() -> Vec<IssuerConfig> {
+    fn config() -> Config {
         Config::from_yaml(
-            "issuers:\n  - {name: a, issuer: 'https://a.example', audiences: [x]}\n  - {name: b, issuer: 'https://b.example', audiences: [y]}\n",
+            "issuers:\n  - {name: a, issuer: 'https://a.example', audiences: [x]}\n  - {name: b, issuer: 'https://b.example', audiences: [y]}\npolicies:\n  admin: 'claims.role == \"admin\"'\n  get: 'request.method == \"GET\"'\n  whole: 'size(claims) > 0'\n",
         )
         .unwrap()
-        .issuers
     }
 
     #[test]
     fn empty_query_is_the_default_policy() {
-        assert_eq!(Policy::parse(None, &issuers()).unwrap(), Policy::default());
-        assert_eq!(Policy::parse(Some(""), &issuers()).unwrap(), Policy::default());
+        assert_eq!(Policy::parse(None, &config()).unwrap(), Policy::default());
+        assert_eq!(Policy::parse(Some(""), &config()).unwrap(), Policy::default());
     }
 
     #[test]
     fn all_three_parameters_parse() {
-        let p = Policy::parse(Some("issuer=b&aud=p,q&scope=read%20write,admin"), &issuers()).unwrap();
+        let p = Policy::parse(Some("issuer=b&aud=p,q&scope=read%20write,admin"), &config()).unwrap();
         assert_eq!(p.issuers, Some(vec![1]));
         assert_eq!(p.audiences, Some(vec!["p".to_string(), "q".to_string()]));
         assert_eq!(p.scopes, ["read", "write", "admin"]);
-        let plus = Policy::parse(Some("scope=read+write"), &issuers()).unwrap();
+        let plus = Policy::parse(Some("scope=read+write"), &config()).unwrap();
         assert_eq!(plus.scopes, ["read", "write"]);
     }
 
     #[test]
     fn dpop_required_parses_and_any_other_value_is_bad_policy() {
-        assert!(Policy::parse(Some("dpop=required&aud=x"), &issuers()).unwrap().dpop_required);
-        assert!(!Policy::parse(Some("aud=x"), &issuers()).unwrap().dpop_required);
+        assert!(Policy::parse(Some("dpop=required&aud=x"), &config()).unwrap().dpop_required);
+        assert!(!Policy::parse(Some("aud=x"), &config()).unwrap().dpop_required);
         for q in ["dpop=", "dpop=optional", "dpop=Required", "dpop=required,required"] {
-            assert_eq!(Policy::parse(Some(q), &issuers()).unwrap_err().reason(), "bad_policy", "{q}");
+            assert_eq!(Policy::parse(Some(q), &config()).unwrap_err().reason(), "bad_policy", "{q}");
         }
     }
 
     #[test]
     fn unknown_parameter_is_bad_policy() {
-        let e = Policy::parse(Some("audience=x"), &issuers()).unwrap_err();
+        let e = Policy::parse(Some("audience=x"), &config()).unwrap_err();
         assert_eq!(e.reason(), "bad_policy");
         assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
     }
 
     #[test]
     fn unknown_issuer_name_is_bad_policy() {
-        assert_eq!(Policy::parse(Some("issuer=zzz"), &issuers()).unwrap_err().reason(), "bad_policy");
+        assert_eq!(Policy::parse(Some("issuer=zzz"), &config()).unwrap_err().reason(), "bad_policy");
     }
 
     #[test]
     fn empty_parameter_value_is_bad_policy() {
         for q in ["aud=", "scope=", "issuer=,"] {
-            assert_eq!(Policy::parse(Some(q), &issuers()).unwrap_err().reason(), "bad_policy", "{q}");
+            assert_eq!(Policy::parse(Some(q), &config()).unwrap_err().reason(), "bad_policy", "{q}");
+        }
+    }
+
+    #[test]
+    fn claim_policy_and_step_up_parameters_parse() {
+        let c = config();
+        let p = Policy::parse(
+            Some("claim.realm_access.roles=admin,ops&claim.%2Fhttps:~1~1x.example~1r=a&policy=admin&acr=gold,urn:x:silver&max_age=300"),
+            &c,
+        )
+        .unwrap();
+        assert_eq!(p.claims.len(), 2);
+        assert_eq!(&*p.claims[0].raw, "realm_access.roles");
+        assert_eq!(&*p.claims[0].values, [Box::from("admin"), Box::from("ops")]);
+        assert_eq!(&*p.claims[1].raw, "/https:~1~1x.example~1r");
+        assert_eq!(p.policies, [c.policies.position("admin").unwrap()]);
+        assert!(!p.reads_request);
+        assert_eq!(p.acr, Some(vec!["gold".to_string(), "urn:x:silver".to_string()]));
+        assert_eq!(p.max_age, Some(300));
+        assert!(Policy::parse(Some("policy=admin,get"), &c).unwrap().reads_request);
+        // The claims converted for an evaluation: the union of what the listed policies read.
+        assert_eq!(Policy::parse(Some("policy=admin,get"), &c).unwrap().policy_claims, Some(vec![Box::from("role")]));
+        assert_eq!(Policy::parse(Some("policy=get"), &c).unwrap().policy_claims, Some(vec![]));
+        assert_eq!(Policy::parse(Some("policy=get,whole,admin"), &c).unwrap().policy_claims, None);
+        // A repeated max_age: the strictest holds.
+        assert_eq!(Policy::parse(Some("max_age=60&max_age=30&max_age=90"), &c).unwrap().max_age, Some(30));
+    }
+
+    #[test]
+    fn bad_claim_policy_and_step_up_parameters_are_bad_policy() {
+        let c = config();
+        for q in [
+            "claim.=x",
+            "claim.a=",
+            "claim.a=,",
+            "claim.a..b=x",
+            "claim./a~2=x",
+            "claim.//a=x",
+            "policy=nope",
+            "policy=admin,nope",
+            "policy=",
+            "acr=",
+            "acr=a%22b",
+            "acr=a%5Cb",
+            "acr=a+b",
+            "max_age=abc",
+            "max_age=",
+            "max_age=-1",
+            "max_age=%2B5",
+            "max_age=1.5",
+            "max_age=%205",
+            "max_age=99999999999999999999",
+        ] {
+            let e = Policy::parse(Some(q), &c).unwrap_err();
+            assert_eq!(e.reason(), "bad_policy", "{q}");
         }
     }
 
     #[test]
     fn missing_scope_names_every_required_scope() {
-        let p = Policy::parse(Some("scope=a b"), &issuers()).unwrap();
+        let p = Policy::parse(Some("scope=a b"), &config()).unwrap();
         assert_eq!(p.check_scopes(&["a"]).unwrap_err(), AuthError::Scope("a b".into()));
         assert!(p.check_scopes(&["b", "a"]).is_ok());
     }
 
     #[test]
     fn aud_override_replaces_configured_audiences() {
-        let iss = issuers();
+        let iss = config();
         let p = Policy::parse(Some("aud=other"), &iss).unwrap();
-        assert!(p.check_audience(&["x"], &iss[0]).is_err());
-        assert!(p.check_audience(&["other"], &iss[0]).is_ok());
+        assert!(p.check_audience(&["x"], &iss.issuers[0]).is_err());
+        assert!(p.check_audience(&["other"], &iss.issuers[0]).is_ok());
     }
 
     #[test]
     fn memo_parses_each_query_once_and_returns_the_same_policy() {
-        let iss = issuers();
+        let iss = config();
         let memo = PolicyMemo::default();
         let a = memo.get(Some("aud=p&scope=read"), &iss).unwrap();
         let b = memo.get(Some("aud=p&scope=read"), &iss).unwrap();
@@ -305,7 +441,7 @@ mod tests {
 
     #[test]
     fn memo_never_keeps_a_refused_query() {
-        let iss = issuers();
+        let iss = config();
         let memo = PolicyMemo::default();
         for _ in 0..2 {
             assert_eq!(memo.get(Some("audience=x"), &iss).unwrap_err().reason(), "bad_policy");
@@ -315,7 +451,7 @@ mod tests {
 
     #[test]
     fn memo_is_bounded_by_bytes_and_still_answers_past_the_bound() {
-        let iss = issuers();
+        let iss = config();
         let memo = PolicyMemo::default();
         let mut heaviest = 0;
         for i in 0..20_000 {
@@ -332,7 +468,7 @@ mod tests {
 
     #[test]
     fn memo_never_keeps_a_query_longer_than_an_auth_url_needs() {
-        let iss = issuers();
+        let iss = config();
         let memo = PolicyMemo::default();
         let long = format!("aud=q1{}", ",a".repeat(POLICY_MEMO_MAX_QUERY_BYTES));
         assert_eq!(
@@ -345,7 +481,7 @@ mod tests {
 
     #[test]
     fn a_query_in_use_survives_a_stream_of_new_ones() {
-        let iss = issuers();
+        let iss = config();
         let memo = PolicyMemo::default();
         let hot = memo.get(Some("aud=hot"), &iss).unwrap();
         for i in 0..50_000 {

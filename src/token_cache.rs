@@ -27,6 +27,8 @@ pub struct Entry {
     pub identity: Identity,
     key: Weak<VerifyingKey>,
     ttl: Duration,
+    /// [`entry_bytes`], computed once.
+    weight: u32,
 }
 
 impl Entry {
@@ -50,17 +52,36 @@ impl moka::Expiry<Digest, Arc<Entry>> for ExpireAtEntryTtl {
     }
 }
 
-/// Bounded by entry count; each entry is roughly the identity's headers plus ~200 bytes.
+/// What one entry costs besides its identity's own data: the moka node, the `Arc<Entry>`, the
+/// digest and the boxed slices' headers (measured with `examples/cache_rss.rs`).
+pub const ENTRY_OVERHEAD_BYTES: usize = 1024;
+
+/// Bounded by entry count and by bytes: each entry weighs its estimated memory
+/// ([`entry_bytes`]), but never less than `max_bytes / max_entries`, so neither bound is passed.
+/// A claims set is kept with each identity (requirements and policies read it on every
+/// request), and tokens of some providers are many kilobytes: a count alone would not bound RSS.
 #[derive(Clone)]
 pub struct TokenCache {
     cache: Cache<Digest, Arc<Entry>>,
     max_ttl: Duration,
 }
 
+/// Estimated heap bytes of one cached identity, [`ENTRY_OVERHEAD_BYTES`] included.
+pub fn entry_bytes(identity: &Identity) -> usize {
+    let headers: usize = identity.headers.iter().map(|(_, v)| v.len() + 48).sum();
+    let lists: usize = identity.audiences.iter().chain(identity.scopes.iter()).map(|s| s.len() + 16).sum();
+    let jkt = identity.jkt.as_ref().map_or(0, |j| j.len());
+    ENTRY_OVERHEAD_BYTES + headers + lists + jkt + identity.claims.heap_bytes()
+}
+
 impl TokenCache {
-    pub fn new(max_entries: u64, max_ttl: Duration) -> TokenCache {
+    /// A cache of at most `max_entries` entries and about `max_bytes` of estimated memory.
+    pub fn new(max_entries: u64, max_bytes: u64, max_ttl: Duration) -> TokenCache {
+        let floor = max_bytes.checked_div(max_entries).unwrap_or(u64::MAX).min(u32::MAX as u64) as u32;
+        let capacity = if max_entries == 0 { 0 } else { max_bytes };
         let cache = Cache::builder()
-            .max_capacity(max_entries)
+            .max_capacity(capacity)
+            .weigher(move |_: &Digest, e: &Arc<Entry>| e.weight.max(floor))
             .expire_after(ExpireAtEntryTtl)
             .support_invalidation_closures()
             .build();
@@ -83,7 +104,8 @@ impl TokenCache {
     pub fn insert(&self, digest: Digest, identity: Identity, key: &Arc<VerifyingKey>, now: i64) -> Arc<Entry> {
         let remaining = Duration::from_secs(identity.exp.saturating_sub(now).max(0) as u64);
         let ttl = remaining.min(self.max_ttl);
-        let entry = Arc::new(Entry { identity, key: Arc::downgrade(key), ttl });
+        let weight = entry_bytes(&identity).min(u32::MAX as usize) as u32;
+        let entry = Arc::new(Entry { identity, key: Arc::downgrade(key), ttl, weight });
         if !ttl.is_zero() && self.cache.policy().max_capacity() != Some(0) {
             self.cache.insert(digest, entry.clone());
         }
@@ -104,5 +126,61 @@ impl TokenCache {
     pub fn entry_count(&self) -> u64 {
         self.cache.run_pending_tasks();
         self.cache.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::claims::Claims;
+    use crate::keys::KeySet;
+    use serde_json::json;
+
+    fn identity(claims: serde_json::Value) -> Identity {
+        Identity {
+            issuer: 0,
+            exp: 4_000_000_000,
+            audiences: vec![Box::from("api")].into(),
+            scopes: Box::new([]),
+            headers: Box::new([]),
+            jkt: None,
+            claims: Claims::new(claims),
+        }
+    }
+
+    fn fill(cache: &TokenCache, n: usize, claims: impl Fn(usize) -> serde_json::Value) {
+        let ring = crate::dev_issuer::KeyRing::standard();
+        let (keys, _) = KeySet::from_jwks(ring.jwks().to_string().as_bytes(), 10).unwrap();
+        let key = keys.keys()[0].clone();
+        for i in 0..n {
+            cache.insert(digest(&format!("t{i}")), identity(claims(i)), &key, 1_800_000_000);
+        }
+    }
+
+    #[test]
+    fn large_claims_sets_are_bounded_by_bytes() {
+        let max_bytes = 4 << 20;
+        let cache = TokenCache::new(100_000, max_bytes, Duration::from_secs(300));
+        // ~20 KB of claims each: 1,000 of them would be ~20 MB.
+        fill(&cache, 1000, |i| json!({"sub": format!("u{i}"), "groups": vec!["g".repeat(200); 90]}));
+        let one = entry_bytes(&identity(json!({"sub": "u0", "groups": vec!["g".repeat(200); 90]})));
+        assert!(one > 18_000, "{one}");
+        let held = cache.entry_count();
+        assert!(held > 0);
+        assert!(held as usize * one <= max_bytes as usize, "{held} entries of {one} bytes");
+    }
+
+    #[test]
+    fn small_identities_are_bounded_by_count() {
+        let cache = TokenCache::new(100, 1 << 30, Duration::from_secs(300));
+        fill(&cache, 1000, |i| json!({"sub": format!("u{i}")}));
+        assert!(cache.entry_count() <= 100, "{}", cache.entry_count());
+    }
+
+    #[test]
+    fn zero_entries_disables_the_cache() {
+        let cache = TokenCache::new(0, 1 << 30, Duration::from_secs(300));
+        fill(&cache, 10, |i| json!({"sub": format!("u{i}")}));
+        assert_eq!(cache.entry_count(), 0);
     }
 }

@@ -18,10 +18,13 @@ use http::{HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
 use crate::algorithm::Algorithm;
-use crate::config::{ClaimHeader, IssuerConfig};
+use crate::claims::Claims;
+use crate::config::IssuerConfig;
 use crate::error::{AuthError, Refused};
+use crate::headers::ClaimHeader;
 use crate::keys::{KeySet, VerifyingKey};
 use crate::policy::Policy;
+use crate::rules::Policies;
 
 /// Longest `kid` accepted; anything longer is malformed (no lookups, no negative-cache growth).
 pub const MAX_KID_BYTES: usize = 256;
@@ -159,6 +162,8 @@ pub struct Identity {
     pub headers: Box<[(HeaderName, HeaderValue)]>,
     /// `cnf.jkt` (RFC 9449 §6.1): the thumbprint of the key this token is bound to, if any.
     pub jkt: Option<Box<str>>,
+    /// The verified claims set: what `claim.`, step-up and policies read on every request.
+    pub claims: Claims,
 }
 
 /// The token's DPoP binding, `cnf.jkt` (RFC 9449 §6.1, RFC 7800 §3.1). Other confirmation
@@ -253,13 +258,19 @@ pub enum Check {
     Key,
     /// The signature verifies with that key.
     Signature,
+    /// Step-up (RFC 9470): the query's `acr=` and `max_age=`, when it has them.
+    StepUp,
     /// Every scope the `auth-url` query requires is granted.
     Scope,
+    /// Every `claim.PATH=` requirement of the query is met.
+    ClaimRequirements,
+    /// Every named policy of the query (`policy=`) evaluates to `true`.
+    Policies,
 }
 
 impl Check {
     /// Every check, in pipeline order.
-    pub const ALL: [Check; 13] = [
+    pub const ALL: [Check; 16] = [
         Check::Token,
         Check::Header,
         Check::Claims,
@@ -272,7 +283,10 @@ impl Check {
         Check::Keys,
         Check::Key,
         Check::Signature,
+        Check::StepUp,
         Check::Scope,
+        Check::ClaimRequirements,
+        Check::Policies,
     ];
 
     /// Its name in `jwtgate explain` output.
@@ -290,7 +304,10 @@ impl Check {
             Check::Keys => "keys",
             Check::Key => "key",
             Check::Signature => "signature",
+            Check::StepUp => "step-up",
             Check::Scope => "scope",
+            Check::ClaimRequirements => "claim",
+            Check::Policies => "policy",
         }
     }
 }
@@ -433,7 +450,8 @@ pub fn identity(candidate: Candidate<'_>, issuers: &[IssuerConfig], mapping: &[C
     let scopes = scopes(&candidate.claims, &issuer.scope_claims).into_boxed_slice();
     let claims = Value::Object(candidate.claims);
     let headers = crate::headers::render(&claims, mapping).into_boxed_slice();
-    Identity { issuer: candidate.issuer, exp: candidate.exp, audiences, scopes, headers, jkt: candidate.jkt }
+    let claims = Claims::new(claims);
+    Identity { issuer: candidate.issuer, exp: candidate.exp, audiences, scopes, headers, claims, jkt: candidate.jkt }
 }
 
 /// The whole decision for one token with the keys in hand: [`precheck`], [`finish`], then the
@@ -446,18 +464,26 @@ pub fn validate(
     policy: &Policy,
     now: i64,
 ) -> Result<Identity, AuthError> {
-    validate_observed(token, issuers, |i| Ok(Some(keys[i])), mapping, policy, now, &mut ()).map_err(|r| r.error)
+    // No named policies here (and no original request): a `policy=` in `policy` denies.
+    static NO_POLICIES: std::sync::LazyLock<Policies> = std::sync::LazyLock::new(Policies::default);
+    let request = http::HeaderMap::new();
+    validate_observed(token, issuers, |i| Ok(Some(keys[i])), mapping, policy, &NO_POLICIES, &request, now, &mut ())
+        .map_err(|r| r.error)
 }
 
 /// [`validate`], telling `obs` each check's outcome. `keys(issuer)` gives the keys to verify
 /// with: `Ok(Some)`; `Err` when the issuer has none usable (503); `Ok(None)` skips the key and
-/// signature checks, which only `jwtgate explain --offline` asks for and says so.
+/// signature checks, which only `jwtgate explain --offline` asks for and says so. Then the
+/// authorize stage, with the config's named `policies` and the original `request`'s headers.
+#[allow(clippy::too_many_arguments)]
 pub fn validate_observed<'k>(
     token: &str,
     issuers: &[IssuerConfig],
     keys: impl FnOnce(usize) -> Result<Option<&'k KeySet>, AuthError>,
     mapping: &[ClaimHeader],
     policy: &Policy,
+    policies: &Policies,
+    request: &http::HeaderMap,
     now: i64,
     obs: &mut impl Observe,
 ) -> Result<Identity, Refused> {
@@ -481,7 +507,8 @@ pub fn validate_observed<'k>(
         }
     }
     let identity = identity(candidate, issuers, mapping);
-    obs.on(Check::Scope, policy.check_scopes(&identity.scopes)).map_err(at)?;
+    crate::authorization::authorize_observed(&identity, policy, &issuers[index], policies, request, now, obs)
+        .map_err(at)?;
     Ok(identity)
 }
 
@@ -520,7 +547,7 @@ mod tests {
 
     fn check_with(token: &str, cfg: &Config, query: Option<&str>) -> Result<Identity, AuthError> {
         let (keys, _) = KeySet::from_jwks(ring().jwks().to_string().as_bytes(), 100).unwrap();
-        let policy = Policy::parse(query, &cfg.issuers)?;
+        let policy = Policy::parse(query, cfg)?;
         validate(token, &cfg.issuers, &[&keys], &cfg.claims_to_headers, &policy, NOW)
     }
 
@@ -865,11 +892,22 @@ mod tests {
         let cfg = config("    max_token_lifetime_seconds: 3600\n    required_typ: JWT\n");
         let (keys, _) = KeySet::from_jwks(ring().jwks().to_string().as_bytes(), 100).unwrap();
         let token = ring().sign("es512-1", &claims());
-        let policy = Policy::parse(Some("scope=orders:read"), &cfg.issuers).unwrap();
+        let policy = Policy::parse(Some("scope=orders:read"), &cfg).unwrap();
         let mut order = Order::default();
         let scoped = with_claim("scope", json!("orders:read"));
         let run = |t: &str, obs: &mut Order| {
-            validate_observed(t, &cfg.issuers, |_| Ok(Some(&keys)), &cfg.claims_to_headers, &policy, NOW, obs)
+            let request = http::HeaderMap::new();
+            validate_observed(
+                t,
+                &cfg.issuers,
+                |_| Ok(Some(&keys)),
+                &cfg.claims_to_headers,
+                &policy,
+                &cfg.policies,
+                &request,
+                NOW,
+                obs,
+            )
         };
         assert!(run(&scoped, &mut order).is_ok());
         let mut seen: Vec<Check> = order.0.iter().map(|(c, _)| *c).collect();

@@ -7,8 +7,8 @@
 
 use base64::Engine as _;
 use http::HeaderName;
-use jwtgate::config::ClaimHeader;
-use jwtgate::headers::{ClaimPath, MAX_ENCODED_WORD, render};
+use jwtgate::claims::ClaimPath;
+use jwtgate::headers::{ClaimHeader, MAX_ENCODED_WORD, render};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
 

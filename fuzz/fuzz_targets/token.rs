@@ -7,12 +7,15 @@
 //!   (alg `none`, key confusion, a skipped check) and fails the run.
 //! - odd: the rest is `header JSON \n claims JSON`, signed for real with the Ed25519 key, so
 //!   everything after the signature check (claims, audience, scopes, identity headers) is
-//!   reached. Whatever passes must render only well-formed header values.
+//!   reached. Whatever passes must render only well-formed header values, and then goes through
+//!   the authorize stage (`claim.` requirements, step-up, CEL policies over the fuzzed claims),
+//!   which must answer without panicking.
 #![no_main]
 
 use std::sync::LazyLock;
 
 use jwtgate::algorithm::Algorithm;
+use jwtgate::authorization::authorize;
 use jwtgate::config::Config;
 use jwtgate::dev_issuer::KeyRing;
 use jwtgate::keys::KeySet;
@@ -58,13 +61,26 @@ claims_to_headers:
   - {claim: realm_access.roles, header: X-Auth-Roles}
   - {claim: "/https:~1~1example.com~1groups", header: X-Auth-Groups}
   - {claim: aud, header: X-Auth-Audience}
+policies:
+  admin: 'claims.realm_access.roles.exists(r, r == "admin")'
+  method: 'request.method in ["GET", "HEAD"] || "editor" in claims.groups'
+  arith: 'claims.n + 1 > claims.m * 2 && size(claims.sub) < 10 && claims.sub.matches("^[a-z]+$")'
 "#,
     )
     .expect("fuzz config");
-    let policies = ["", "scope=read", "aud=other&issuer=strict", "issuer=main&scope=read%20write"]
-        .iter()
-        .map(|q| Policy::parse(Some(q), &config.issuers).expect("fuzz policy"))
-        .collect();
+    let policies = [
+        "",
+        "scope=read",
+        "aud=other&issuer=strict",
+        "issuer=main&scope=read%20write",
+        "claim.realm_access.roles=admin,user&claim./https:~1~1example.com~1groups=a",
+        "acr=gold&max_age=300",
+        "policy=admin,method",
+        "policy=arith&claim.email_verified=true",
+    ]
+    .iter()
+    .map(|q| Policy::parse(Some(q), &config).expect("fuzz policy"))
+    .collect();
     Fixture { ring, keys, config, policies }
 });
 
@@ -83,7 +99,10 @@ fuzz_target!(|data: &[u8]| {
         let (header, claims) = (&rest[..split], rest.get(split + 1..).unwrap_or_default());
         let token = f.ring.sign_raw("eddsa-1", Algorithm::EdDSA, header, claims);
         let parsed = Jws::parse(&token).is_ok();
-        let result = validate(&token, &f.config.issuers, &keys, &f.config.claims_to_headers, policy, NOW);
+        // Authenticated with no requirement (validate has no named policies), then authorized
+        // with each of the fixture's policies, CEL ones included, over the fuzzed claims.
+        let _ = validate(&token, &f.config.issuers, &keys, &f.config.claims_to_headers, policy, NOW);
+        let result = validate(&token, &f.config.issuers, &keys, &f.config.claims_to_headers, &f.policies[0], NOW);
         if let Ok(identity) = result {
             assert!(parsed, "validate accepted what Jws::parse refused");
             assert!(identity.exp > NOW - 60, "an expired token was accepted");
@@ -92,6 +111,12 @@ fuzz_target!(|data: &[u8]| {
                     value.as_bytes().iter().all(|b| (0x20..=0x7e).contains(b)),
                     "{name}: header value is not visible ASCII: {value:?}"
                 );
+            }
+            let mut request = http::HeaderMap::new();
+            request.insert("x-original-method", http::HeaderValue::from_static("GET"));
+            request.insert("x-original-url", http::HeaderValue::from_static("https://app.fuzz/a?b"));
+            for p in &f.policies {
+                let _ = authorize(&identity, p, &f.config.issuers[identity.issuer], &f.config.policies, &request, NOW);
             }
         }
     }

@@ -90,6 +90,22 @@ fn bad_config_lists_every_problem_exits_2_and_binds_nothing() {
 }
 
 #[test]
+fn a_policy_that_does_not_compile_is_a_config_error_at_its_key() {
+    let (_d, path) = write_config(
+        "issuers:\n  - {name: a, issuer: 'https://a.example', audiences: [x]}\npolicies:\n  fine: 'claims.sub == \"a\"'\n  unclosed: 'claims.roles.exists(r, r == \"admin\"'\n  typo: 'claim.sub == \"a\"'\n  nofn: 'now() > 0'\n",
+    );
+    let out = Command::new(BIN).args(["check-config", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for key in
+        ["policies.unclosed: ", "policies.typo: unknown variable `claim`", "policies.nofn: unknown function `now`"]
+    {
+        assert!(stderr.contains(key), "missing {key} in {stderr}");
+    }
+    assert!(!stderr.contains("policies.fine"), "{stderr}");
+}
+
+#[test]
 fn missing_config_file_exits_2() {
     let out = Command::new(BIN).args(["serve", "--config", "/nonexistent/jwtgate.yaml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -100,8 +116,8 @@ fn missing_config_file_exits_2() {
 async fn serve_logs_json_refusals_without_tokens_and_exits_0_on_sigterm() {
     let issuer = DevIssuer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let port = free_port();
-    let yaml =
-        config_yaml(&issuer, "", "").replace("listen: \"127.0.0.1:0\"", &format!("listen: \"127.0.0.1:{port}\""));
+    let yaml = config_yaml(&issuer, "", "policies:\n  sales-only: 'claims.department == \"sales\"'\n")
+        .replace("listen: \"127.0.0.1:0\"", &format!("listen: \"127.0.0.1:{port}\""));
     let (_d, path) = write_config(&yaml);
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
@@ -137,6 +153,9 @@ async fn serve_logs_json_refusals_without_tokens_and_exits_0_on_sigterm() {
     let good = issuer.sign("es256-1", &issuer.claims("u", AUD, 600));
     let r = client.get(format!("{base}/verify")).bearer_auth(&good).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    // A policy that cannot evaluate (the token has no `department`) denies, logged at warn.
+    let r = client.get(format!("{base}/verify?policy=sales-only")).bearer_auth(&good).send().await.unwrap();
+    assert_eq!(r.status(), 403);
 
     let pid = child.id();
     assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
@@ -146,15 +165,23 @@ async fn serve_logs_json_refusals_without_tokens_and_exits_0_on_sigterm() {
     assert!(stopped.elapsed() < Duration::from_secs(5));
 
     let mut refusal = None;
+    let mut policy_error = None;
     for line in BufReader::new(child.stderr.take().unwrap()).lines() {
         let line = line.unwrap();
         assert!(!line.contains(&expired) && !line.contains(&good), "a token was logged: {line}");
         let v: serde_json::Value =
             serde_json::from_str(&line).unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
-        if v["message"] == "refused" {
+        if v["message"] == "refused" && refusal.is_none() {
             refusal = Some(v);
+        } else if v["message"] == "policy could not be evaluated; denied" {
+            policy_error = Some(v);
         }
     }
+    let policy_error = policy_error.expect("a warn line for the policy that could not evaluate");
+    assert_eq!(policy_error["level"], "WARN");
+    assert_eq!(policy_error["policy"], "sales-only");
+    assert_eq!(policy_error["reason"], "policy");
+    assert!(policy_error["problem"].as_str().unwrap().contains("department"), "{policy_error}");
     let refusal = refusal.expect("one log line per refused decision");
     assert_eq!(refusal["reason"], "expired");
     assert_eq!(refusal["issuer"], "main");

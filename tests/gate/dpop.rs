@@ -253,3 +253,30 @@ async fn the_configured_algorithms_and_external_scheme_apply() {
     assert_eq!(r.status(), 401);
     assert!(challenge(&r).ends_with(r#"algs="ES256""#), "{}", challenge(&r));
 }
+
+#[tokio::test]
+async fn the_proof_is_checked_after_the_token_and_before_step_up_and_the_403_requirements() {
+    let app = spawn_app().await;
+    let client = client();
+    let token = bound_token(&app, &client, "es256-1"); // no acr, no auth_time
+    // A broken proof answers before step-up and before a claim requirement.
+    for query in ["acr=gold", "max_age=60", "claim.email=x@example.com", "scope=admin"] {
+        let r = call(&app, "DPoP", &token, &[], query).await;
+        assert_dpop_401(&r, "invalid_dpop_proof", query);
+    }
+    // With a valid proof, step-up answers, in the DPoP scheme with its RFC 9470 parameters.
+    let r = call(&app, "DPoP", &token, &[&proof(&client, "es256-1", &token)], "acr=gold").await;
+    assert_eq!(r.status(), 401);
+    let c = challenge(&r);
+    assert!(c.starts_with(r#"DPoP realm="jwtgate", error="insufficient_user_authentication""#), "{c}");
+    assert!(c.contains(r#"acr_values="gold""#) && c.ends_with(ALGS), "{c}");
+    // And a claim requirement answers 403 in the DPoP scheme.
+    let r = call(&app, "DPoP", &token, &[&proof(&client, "es256-1", &token)], "claim.email=x@example.com").await;
+    assert_eq!(r.status(), 403);
+    let c = challenge(&r);
+    assert!(c.starts_with(r#"DPoP realm="jwtgate", error="insufficient_scope""#) && c.ends_with(ALGS), "{c}");
+    // The wrong audience is the token itself: invalid_token, before the (missing) proof.
+    let r = call(&app, "DPoP", &token, &[], "aud=billing-api").await;
+    assert_dpop_401(&r, "invalid_token", "audience");
+    assert!(challenge(&r).contains("audience"), "{}", challenge(&r));
+}

@@ -280,3 +280,53 @@ async fn the_example_config_passes_check_config_and_explains_a_keycloak_token() 
     assert_eq!(report["verdict"]["reason"], "audience");
     assert_no_signature(&e, &token);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_traces_step_up_claim_requirements_and_policies_as_verify_decides() {
+    let extra = "jwks:\n  min_refresh_interval_seconds: 1\npolicies:\n  reads-only: 'request.method in [\"GET\", \"HEAD\"]'\n  admins: 'claims.realm_access.roles.exists(r, r == \"admin\")'\n";
+    let app = spawn_app_extra(extra).await;
+    let yaml = config_yaml(&app.issuer, "", extra);
+    let mut claims = app.issuer.claims("user-1", AUD, 3600);
+    claims["realm_access"] = json!({"roles": ["user"]});
+    claims["acr"] = json!("1");
+    claims["auth_time"] = json!(jwtgate::gate::unix_now() - 60);
+    let token = app.sign("rs256-1", &claims);
+    // (query, method, failing check or "" for an allow)
+    let cases = [
+        ("claim.realm_access.roles=user&acr=1&max_age=300", "GET", ""),
+        ("claim.realm_access.roles=admin", "GET", "claim"),
+        ("acr=2&claim.realm_access.roles=admin", "GET", "step-up"),
+        ("max_age=10", "GET", "step-up"),
+        ("policy=admins", "GET", "policy"),
+        ("policy=reads-only", "GET", ""),
+        ("policy=reads-only", "DELETE", "policy"),
+    ];
+    for (query, method, failing) in cases {
+        let live = app
+            .client
+            .get(format!("{}/verify?{query}", app.url))
+            .bearer_auth(&token)
+            .header("X-Original-Method", method)
+            .header("X-Original-URL", "https://shop.example/orders")
+            .send()
+            .await
+            .unwrap();
+        let status = live.status().as_u16();
+        let args = ["--json", "--query", query, "--method", method, "--url", "https://shop.example/orders", &token];
+        let e = explain(&yaml, &args, None).await;
+        let report: Value = serde_json::from_str(&e.stdout).unwrap_or_else(|err| panic!("{query}: {err}\n{e:?}"));
+        assert_eq!(report["verdict"]["status"], status, "{query} {method}: {report:#}");
+        let failed: Vec<&Value> =
+            report["checks"].as_array().unwrap().iter().filter(|c| c["outcome"] == "failed").collect();
+        if failing.is_empty() {
+            assert_eq!(status, 200, "{query} {method}");
+            assert!(failed.is_empty(), "{query}: {report:#}");
+            assert_eq!(e.code, 0);
+        } else {
+            assert_eq!(failed.len(), 1, "{query}: {report:#}");
+            assert_eq!(failed[0]["check"], failing, "{query} {method}: {report:#}");
+            assert_eq!(e.code, 1);
+        }
+    }
+    app.stop().await;
+}

@@ -505,7 +505,7 @@ async fn refreshing_every_second() -> TestApp {
 }
 
 async fn wait_for_cooldown(app: &TestApp) {
-    wait_until("the cooldown has passed", async || app.gate.issuers[0].may_fetch_now()).await;
+    wait_until("the cooldown has passed", async || app.gate.issuers[0].keys.may_fetch_now()).await;
 }
 
 fn random_kid_token(app: &TestApp, kid: &str) -> String {

@@ -1,6 +1,8 @@
 //! The integration-test binary: the whole service over HTTP against an in-process issuer.
 
 mod attacks;
+mod authorization;
+mod authorization_docs;
 mod cli;
 mod dpop;
 mod explain;

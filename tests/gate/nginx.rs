@@ -41,6 +41,7 @@ for_both_flavours!(
     request_body_never_reaches_the_gate,
     auth_cache_entry_expires_with_the_token,
     refusals_are_never_cached,
+    claim_requirements_and_step_up_per_ingress,
 );
 
 const ORDERS: &str = "orders.test";
@@ -467,7 +468,7 @@ async fn example_ingress_matches_the_gate_config_the_nginx_tests_use() {
     assert_eq!(url.host_str(), Some("jwtgate.jwtgate.svc.cluster.local"));
     assert_eq!(url.port(), Some(8080));
     assert_eq!(url.path(), "/verify");
-    let policy = Policy::parse(url.query(), &config.issuers).expect("the example's policy parses");
+    let policy = Policy::parse(url.query(), &config).expect("the example's policy parses");
     assert_eq!(policy.audiences, Some(vec!["orders-api".to_string()]));
     assert_eq!(policy.scopes, ["orders:read"]);
     assert_eq!(policy.audiences.as_ref().unwrap()[0], AUD, "the nginx tests' tokens carry this audience");
@@ -567,4 +568,80 @@ async fn plain_example_nginx(gate: SocketAddr, app: SocketAddr) -> Nginx {
         format!("include {}/jwtgate.conf;\n", prefix.display())
     })
     .await
+}
+
+/// Keycloak-shaped claims for the authorization Ingresses: realm roles, `acr`, `auth_time`.
+fn keycloak_claims(app: &TestApp, sub: &str, roles: &[&str], acr: &str, auth_age: i64) -> Value {
+    let mut claims = app.issuer.claims(sub, AUD, 300);
+    claims["realm_access"] = json!({"roles": roles});
+    claims["acr"] = json!(acr);
+    claims["auth_time"] = json!(jwtgate::gate::unix_now() - auth_age);
+    claims
+}
+
+async fn claim_requirements_and_step_up_per_ingress(flavour: Flavour) {
+    // One gate, four Ingresses with their own requirements, each with the example's auth cache.
+    let app = spawn_app_extra(
+        "jwks:\n  min_refresh_interval_seconds: 1\npolicies:\n  read-or-editor: 'request.method in [\"GET\", \"HEAD\"] || \"editor\" in claims.realm_access.roles'\n",
+    )
+    .await;
+    let echo = Echo::start().await;
+    let example = example_ingress();
+    let specs = vec![
+        example.cached_spec("shop.test", example.auth_url_with(app.addr, "claim.realm_access.roles=user")),
+        example.cached_spec("admin.test", example.auth_url_with(app.addr, "claim.realm_access.roles=admin")),
+        example.cached_spec("stepup.test", example.auth_url_with(app.addr, "acr=gold&max_age=300")),
+        example.cached_spec("edit.test", example.auth_url_with(app.addr, "policy=read-or-editor")),
+    ];
+    let nginx = ingress_nginx(specs, flavour, echo.addr).await;
+
+    let user = app.sign("rs256-1", &keycloak_claims(&app, "alice", &["user"], "1", 60));
+    let admin = app.sign("rs256-1", &keycloak_claims(&app, "root", &["user", "admin"], "silver", 60));
+    let gold = app.sign("es256-1", &keycloak_claims(&app, "gina", &["user"], "gold", 60));
+    let step_up = r#"Bearer realm="jwtgate", error="insufficient_user_authentication", error_description="a different authentication level is required", acr_values="gold", max_age="300""#;
+
+    // Twice each: the second answer may come from nginx's auth cache, which is per Ingress, so
+    // an allow cached for one Ingress never answers another.
+    for round in 0..2 {
+        for (host, token, subject, status) in [
+            ("shop.test", &user, "alice", 200),
+            ("admin.test", &user, "", 403),
+            ("admin.test", &admin, "root", 200),
+            ("shop.test", &admin, "root", 200),
+            ("stepup.test", &gold, "gina", 200),
+            ("stepup.test", &admin, "", 401),
+        ] {
+            let r = request(&nginx, host, "/", Some(token)).send().await.unwrap();
+            assert_eq!(r.status(), status, "{flavour:?} round {round}: {host} as {subject:?}\n{}", nginx.log());
+            let challenge: Vec<_> =
+                r.headers().get_all("www-authenticate").iter().map(|v| v.to_str().unwrap().to_string()).collect();
+            match (flavour, status) {
+                (_, 200) => {
+                    let seen: Value = r.json().await.unwrap();
+                    assert_eq!(echoed(&seen, "x-auth-subject"), [subject], "{host}");
+                }
+                // Without auth-keepalive the step-up challenge reaches the client as the gate sent it.
+                (Flavour::AuthRequest, 401) => assert_eq!(challenge, [step_up], "{host}"),
+                _ => assert!(challenge.is_empty(), "{flavour:?} {host}: {challenge:?}"),
+            }
+        }
+    }
+    assert_eq!(echo.hits(), 8, "only the allowed requests reached the app");
+
+    // nginx's auth cache is on: the second round's four allows came from it (refusals never do).
+    assert_eq!(decisions(&app.metrics().await), 6.0 + 2.0, "{flavour:?}");
+
+    // A policy that reads the method: its allow is never reused by nginx's auth cache for another
+    // method, because the gate answers it with X-Accel-Expires: 0; every request asks the gate.
+    for (method, status) in [("GET", 200), ("DELETE", 403), ("GET", 200), ("DELETE", 403)] {
+        let r = client()
+            .request(method.parse().unwrap(), nginx.url("/"))
+            .header(http::header::HOST, "edit.test")
+            .bearer_auth(&user)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{flavour:?} {method} on edit.test\n{}", nginx.log());
+    }
+    assert_eq!(decisions(&app.metrics().await), 8.0 + 4.0, "{flavour:?}");
 }

@@ -170,6 +170,46 @@ async fn keycloak_access_token_maps_realm_and_client_roles_and_its_scope_string(
     assert_eq!(challenge(&r), invalid_token("audience not accepted"));
 }
 
+#[tokio::test]
+async fn keycloak_acr_and_auth_time_drive_step_up() {
+    let app = provider_app(&["keycloak"]).await;
+    let header = json!({"typ": "JWT"});
+    // A password login: Keycloak's default LoA mapping says acr "1"; auth_time is the login.
+    let token = sign(&app, header.clone(), &keycloak_access_token());
+    assert_eq!(app.verify(Some(&token), "acr=1,2&max_age=300").await.status(), 200);
+    assert_eq!(
+        app.verify(Some(&token), "claim.resource_access.orders-api.roles=orders-admin&acr=1").await.status(),
+        200
+    );
+    let r = app.verify(Some(&token), "acr=2").await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        challenge(&r),
+        r#"Bearer realm="jwtgate", error="insufficient_user_authentication", error_description="a different authentication level is required", acr_values="2""#
+    );
+    // The login was 10 s ago (Keycloak's auth_time); with the default 30 s leeway, max_age=0 still
+    // accepts it, and a token from a session that logged in an hour ago does not meet max_age=300.
+    assert_eq!(app.verify(Some(&token), "max_age=0").await.status(), 200);
+    let mut old_login = keycloak_access_token();
+    old_login["auth_time"] = json!(now() - 3600);
+    let r = app.verify(Some(&sign(&app, header.clone(), &old_login)), "max_age=300").await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        challenge(&r),
+        r#"Bearer realm="jwtgate", error="insufficient_user_authentication", error_description="more recent authentication is required", max_age="300""#
+    );
+    // A refreshed token keeps the original auth_time (Keycloak copies it into every refresh), so
+    // refreshing does not satisfy max_age: only a new login does.
+    let mut refreshed = old_login.clone();
+    refreshed["iat"] = json!(now());
+    refreshed["exp"] = json!(now() + 300);
+    assert_eq!(app.verify(Some(&sign(&app, header.clone(), &refreshed)), "max_age=300").await.status(), 401);
+    // A client-credentials token has no auth_time (no user logged in): never meets max_age.
+    let mut service = keycloak_access_token();
+    service.as_object_mut().unwrap().remove("auth_time");
+    assert_eq!(app.verify(Some(&sign(&app, header, &service)), "max_age=86400").await.status(), 401);
+}
+
 // --- Auth0 ------------------------------------------------------------------------------------
 
 const AUTH0_ISS: &str = "https://example-tenant.us.auth0.com/";
