@@ -142,6 +142,20 @@ pub struct Target<'a> {
     pub url: &'a str,
 }
 
+/// The binding rule (RFC 9449 §7.1): the scheme, the token's `cnf.jkt` and `?dpop=required` must
+/// agree. `Ok(true)` when a proof must then be checked, `Ok(false)` for a plain bearer token.
+pub fn binding(dpop_scheme: bool, bound: bool, required: bool) -> Result<bool, AuthError> {
+    match (dpop_scheme, bound) {
+        (true, true) => Ok(true),
+        (true, false) => Err(AuthError::DpopBinding("token is not DPoP-bound")),
+        // A bound token is never a bearer token, wherever it came from.
+        (false, true) => Err(AuthError::DpopBinding("DPoP-bound token sent as a bearer token")),
+        (false, false) if required => Err(AuthError::DpopBinding("DPoP-bound token required")),
+        // An unbound bearer token: a `DPoP` header beside it is not ours to judge (§7.2).
+        (false, false) => Ok(false),
+    }
+}
+
 fn proof_error(detail: &'static str) -> AuthError {
     AuthError::DpopProof(detail)
 }

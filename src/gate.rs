@@ -62,6 +62,14 @@ pub struct Allowed {
     pub no_store: bool,
 }
 
+/// Whether [`Gate::decide_with`] checks DPoP proofs: always on `/verify`; `jwtgate explain`
+/// takes no proof, so it checks the binding rule only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proofs {
+    Check,
+    Skip,
+}
+
 /// How the token was presented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -237,10 +245,22 @@ impl Gate {
 
     /// Decides one `/verify` request: policy, authenticate, authorize, render (module docs).
     pub async fn decide(&self, query: Option<&str>, headers: &HeaderMap, now: i64) -> Result<Allowed, Refused> {
+        self.decide_with(query, headers, now, Proofs::Check).await
+    }
+
+    /// [`Gate::decide`], with DPoP proofs checked or (`jwtgate explain` only, which has none)
+    /// skipped once the binding rule is met.
+    pub async fn decide_with(
+        &self,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        now: i64,
+        proofs: Proofs,
+    ) -> Result<Allowed, Refused> {
         let policy = self.policies.get(query, &self.config)?;
         let credential = extract_credential(headers, &self.config.token)?;
         let entry = self.authenticate(credential.token, &policy, now).await?;
-        let grant = self.authorize(&entry.identity, &policy, credential, headers, now)?;
+        let grant = self.authorize(&entry.identity, &policy, credential, proofs, headers, now)?;
         Ok(self.render(entry, grant, now))
     }
 
@@ -280,6 +300,7 @@ impl Gate {
         identity: &Identity,
         policy: &Policy,
         credential: Credential<'_>,
+        proofs: Proofs,
         headers: &HeaderMap,
         now: i64,
     ) -> Result<Grant, Refused> {
@@ -289,7 +310,7 @@ impl Gate {
         // comparisons, which is cheaper than splitting it).
         policy.check_issuer(identity.issuer).map_err(refuse)?;
         policy.check_audience(&identity.audiences, &issuer.config).map_err(refuse)?;
-        let dpop = self.check_dpop(policy, credential, identity, headers, now).map_err(refuse)?;
+        let dpop = self.check_dpop(policy, credential, proofs, identity, headers, now).map_err(refuse)?;
         let mut grant =
             crate::authorization::authorize(identity, policy, &issuer.config, &self.config.policies, headers, now)
                 .map_err(refuse)?;
@@ -312,23 +333,19 @@ impl Gate {
         &self,
         policy: &Policy,
         credential: Credential<'_>,
+        proofs: Proofs,
         identity: &Identity,
         headers: &HeaderMap,
         now: i64,
     ) -> Result<bool, AuthError> {
-        let jkt = match (credential.scheme, identity.jkt.as_deref()) {
-            (Scheme::Dpop, Some(jkt)) => jkt,
-            (Scheme::Dpop, None) => return Err(AuthError::DpopBinding("token is not DPoP-bound")),
-            // RFC 9449 §7.1: a bound token is never a bearer token, wherever it came from.
-            (Scheme::Bearer | Scheme::Cookie, Some(_)) => {
-                return Err(AuthError::DpopBinding("DPoP-bound token sent as a bearer token"));
-            }
-            (Scheme::Bearer | Scheme::Cookie, None) if policy.dpop_required => {
-                return Err(AuthError::DpopBinding("DPoP-bound token required"));
-            }
-            // An unbound bearer token: a `DPoP` header beside it is not ours to judge.
-            (Scheme::Bearer | Scheme::Cookie, None) => return Ok(false),
-        };
+        let dpop_scheme = credential.scheme == Scheme::Dpop;
+        if !crate::dpop::binding(dpop_scheme, identity.jkt.is_some(), policy.dpop_required)? {
+            return Ok(false);
+        }
+        if proofs == Proofs::Skip {
+            return Ok(true);
+        }
+        let jkt = identity.jkt.as_deref().expect("bound");
         let mut proofs = headers.get_all("dpop").iter();
         let proof = match (proofs.next(), proofs.next()) {
             (None, _) => return Err(AuthError::DpopProof("DPoP proof missing")),

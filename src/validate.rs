@@ -258,6 +258,9 @@ pub enum Check {
     Key,
     /// The signature verifies with that key.
     Signature,
+    /// DPoP (RFC 9449): the token's `cnf.jkt` binding and `?dpop=required` (the proof itself is
+    /// checked by `/verify` only: `jwtgate explain` takes none).
+    Dpop,
     /// Step-up (RFC 9470): the query's `acr=` and `max_age=`, when it has them.
     StepUp,
     /// Every scope the `auth-url` query requires is granted.
@@ -270,7 +273,7 @@ pub enum Check {
 
 impl Check {
     /// Every check, in pipeline order.
-    pub const ALL: [Check; 16] = [
+    pub const ALL: [Check; 17] = [
         Check::Token,
         Check::Header,
         Check::Claims,
@@ -283,6 +286,7 @@ impl Check {
         Check::Keys,
         Check::Key,
         Check::Signature,
+        Check::Dpop,
         Check::StepUp,
         Check::Scope,
         Check::ClaimRequirements,
@@ -308,6 +312,7 @@ impl Check {
             Check::Scope => "scope",
             Check::ClaimRequirements => "claim",
             Check::Policies => "policy",
+            Check::Dpop => "dpop",
         }
     }
 }
