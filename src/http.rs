@@ -291,6 +291,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         keys.export_age();
     }
     app.gate.metrics.cache_entries.set(app.gate.cache.entry_count() as i64);
+    app.gate.metrics.dpop_replay_bytes.set(app.gate.replay_bytes() as i64);
     let ready = !app.draining.load(Ordering::Acquire) && app.gate.ready();
     app.gate.metrics.ready.set(i64::from(ready));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.gate.metrics.render()).into_response()

@@ -110,6 +110,10 @@ async fn a_replayed_proof_is_refused_on_the_cached_token_too() {
     assert!(challenge(&r).contains("replayed"), "{}", challenge(&r));
     // A new proof for the same token passes.
     assert_eq!(call(&app, "DPoP", &token, &[&proof(&client, "es256-1", &token)], "").await.status(), 200);
+    // The replay store's size is exported, and it holds the two accepted proofs.
+    let bytes = app.metric("jwtgate_dpop_replay_store_bytes").await;
+    assert!(bytes > 0.0 && bytes <= (16 << 20) as f64, "{bytes}");
+    assert_eq!(app.gate.replay_bytes() as f64, bytes);
     assert_eq!(app.metric("jwtgate_decisions_total{decision=\"deny\",issuer=\"main\",reason=\"dpop\"}").await, 1.0);
 }
 
