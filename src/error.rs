@@ -152,6 +152,26 @@ impl AuthError {
     }
 }
 
+impl AuthError {
+    /// What the request asked for and did not get, for the refusal's log line: the scopes, the
+    /// `claim.` PATH, the policy name, or the step-up `acr=` / `max_age=`, as the `auth-url` wrote
+    /// them (client-controlled text, so escaped for the log). Never a value from the token.
+    pub fn requirement(&self) -> Option<LogSafe> {
+        let text = match self {
+            AuthError::Scope(required) => format!("scope={required}"),
+            AuthError::Claim(path) => format!("claim.{path}"),
+            AuthError::Policy(denial) => format!("policy={}", denial.name),
+            AuthError::StepUp(s) => {
+                let acr = s.acr_values.as_deref().map(|a| format!("acr={}", a.replace(' ', ",")));
+                let max_age = s.max_age.map(|m| format!("max_age={m}"));
+                acr.into_iter().chain(max_age).collect::<Vec<_>>().join("&")
+            }
+            _ => return None,
+        };
+        Some(LogSafe::new(&text))
+    }
+}
+
 /// A refusal and the issuer it concerns (`None` before the token's `iss` is known), which is
 /// the `issuer` label of the decision metric.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -379,6 +399,27 @@ mod tests {
         let readme = include_str!("../README.md");
         let table = Reason::markdown_table();
         assert!(readme.contains(&table), "README.md must contain the reason table exactly as generated:\n{table}");
+    }
+
+    #[test]
+    fn a_refusal_names_the_failed_requirement_for_the_log_and_nothing_from_the_token() {
+        assert_eq!(
+            AuthError::Scope("orders:write admin".into()).requirement().unwrap().as_str(),
+            "scope=orders:write admin"
+        );
+        // A claim PATH comes from the auth-url: client text, escaped on its way to the log.
+        let claim = AuthError::Claim("roles\r\nFORGED\u{1b}[2J".into()).requirement().unwrap();
+        assert_eq!(claim.as_str(), "claim.roles\\u{d}\\u{a}FORGED\\u{1b}[2J");
+        let policy = AuthError::Policy(PolicyDenial { name: "admins-only".into(), error: None });
+        assert_eq!(policy.requirement().unwrap().as_str(), "policy=admins-only");
+        let step_up = AuthError::StepUp(StepUp {
+            description: "authentication too old",
+            acr_values: Some("gold silver".into()),
+            max_age: Some(300),
+        });
+        assert_eq!(step_up.requirement().unwrap().as_str(), "acr=gold,silver&max_age=300");
+        assert_eq!(AuthError::Audience.requirement(), None);
+        assert_eq!(AuthError::Expired.requirement(), None);
     }
 
     #[test]

@@ -140,13 +140,15 @@ async fn verify(app: &AppState, request: &Request<Incoming>) -> Response {
                     problem = %why,
                     "policy could not be evaluated; denied"
                 ),
+                // The log alone answers "why": the challenge's fixed description and, for a 403
+                // or a step-up, the requirement that failed; never a token value.
                 _ => tracing::info!(
                     reason = error.reason(),
                     issuer = label,
                     request_id = %request_id(headers),
                     status = error.status().as_u16(),
-                    // Fixed text chosen by jwtgate, never client content.
-                    detail = error.description(),
+                    error_description = error.description(),
+                    requirement = error.requirement().as_ref().map(tracing::field::display),
                     "refused"
                 ),
             }

@@ -455,3 +455,55 @@ async fn while_draining_every_answer_says_connection_close() {
     }
     app.stop().await;
 }
+
+/// A refusal's log line answers "why" on its own (issue 17's "logs that explain"): the
+/// `error_description` the challenge carries and, for a 403, the requirement that failed, in
+/// both formats, never a value from the token; and no ANSI colour codes in a log that is not a
+/// terminal (checked by `assert_log_is_clean`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_log_line_says_why_and_which_requirement_failed_never_a_token_value() {
+    for format in ["json", "text"] {
+        let gate = RealGate::spawn(format).await;
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let token = gate.issuer.sign("rs256-1", &gate.issuer.claims("user-1", AUD, 3600));
+        let cases = [
+            ("aud=another-api", 401, "audience not accepted", None),
+            ("scope=orders:admin", 403, "insufficient scope", Some("scope=orders:admin")),
+            ("claim.realm_access.roles=admin", 403, "claim requirement not met", Some("claim.realm_access.roles")),
+        ];
+        for (query, status, description, requirement) in cases {
+            let r = client.get(format!("{}/verify?{query}", gate.url)).bearer_auth(&token).send().await.unwrap();
+            assert_eq!(r.status(), status, "{query}");
+            wait_until("the refusal is logged", async || {
+                gate.log_lines().iter().any(|l| String::from_utf8_lossy(l).contains(description))
+            })
+            .await;
+            let lines = gate.log_lines();
+            let line = lines
+                .iter()
+                .map(|l| String::from_utf8_lossy(l).into_owned())
+                .find(|l| l.contains(description))
+                .unwrap();
+            match format {
+                "json" => {
+                    let v: Value = serde_json::from_str(&line).unwrap();
+                    assert_eq!(v["error_description"], description, "{line}");
+                    assert_eq!(v["status"], status, "{line}");
+                    assert_eq!(v["requirement"].as_str(), requirement, "{line}");
+                }
+                _ => {
+                    assert!(line.contains(&format!("error_description=\"{description}\"")), "{line}");
+                    if let Some(req) = requirement {
+                        assert!(line.contains(&format!("requirement={req}")), "{line}");
+                    }
+                }
+            }
+        }
+        let lines = gate.log_lines();
+        assert_log_is_clean(format, &lines);
+        let signature = token.rsplit('.').next().unwrap();
+        for l in lines.iter().map(|l| String::from_utf8_lossy(l)) {
+            assert!(!l.contains(&token) && !l.contains(signature) && !l.contains("user-1"), "token value in log: {l}");
+        }
+    }
+}
