@@ -296,9 +296,11 @@ fn unreserved(b: u8) -> bool {
 }
 
 /// Percent-encoding normalisation (RFC 3986 §6.2.2.1-2): hex digits upper case, unreserved
-/// characters decoded. `None` for a `%` not followed by two hex digits or a byte that may not
-/// appear in a URI.
-fn normalize_percent(s: &str, lower: bool) -> Option<String> {
+/// characters decoded, and (in a path, `encode`) any other character a URI may not hold
+/// percent-encoded as its UTF-8 bytes, as URL libraries do before sending, so `a b` and `a%20b`
+/// compare equal. `None` for a `%` not followed by two hex digits, or (in a host) a character a
+/// URI may not hold.
+fn normalize_percent(s: &str, lower: bool, encode: bool) -> Option<String> {
     let b = s.as_bytes();
     let mut out = String::with_capacity(s.len());
     let mut i = 0;
@@ -306,10 +308,10 @@ fn normalize_percent(s: &str, lower: bool) -> Option<String> {
         let c = b[i];
         if c == b'%' {
             let hex = s.get(i + 1..i + 3)?;
-            let v = u8::from_str_radix(hex, 16).ok()?;
             if !hex.bytes().all(|h| h.is_ascii_hexdigit()) {
                 return None;
             }
+            let v = u8::from_str_radix(hex, 16).ok()?;
             if unreserved(v) {
                 out.push(if lower { v.to_ascii_lowercase() } else { v } as char);
             } else {
@@ -320,10 +322,13 @@ fn normalize_percent(s: &str, lower: bool) -> Option<String> {
             continue;
         }
         // RFC 3986 §2: the characters a URI may hold (gen-delims, sub-delims, unreserved).
-        if !(unreserved(c) || b":/?#[]@!$&'()*+,;=".contains(&c)) {
+        if unreserved(c) || b":/?#[]@!$&'()*+,;=".contains(&c) {
+            out.push(if lower { c.to_ascii_lowercase() } else { c } as char);
+        } else if encode {
+            out.push_str(&format!("%{c:02X}"));
+        } else {
             return None;
         }
-        out.push(if lower { c.to_ascii_lowercase() } else { c } as char);
         i += 1;
     }
     Some(out)
@@ -383,7 +388,7 @@ pub fn normalize_htu(url: &str, scheme: Option<&str>) -> Option<String> {
         Some(i) if !authority[i..].contains(']') => (&authority[..i], Some(&authority[i + 1..])),
         _ => (authority, None),
     };
-    let host = normalize_percent(host, true)?;
+    let host = normalize_percent(host, true, false)?;
     if host.is_empty() {
         return None;
     }
@@ -395,7 +400,7 @@ pub fn normalize_htu(url: &str, scheme: Option<&str>) -> Option<String> {
         }
         Some(_) => return None,
     };
-    let path = remove_dot_segments(&normalize_percent(path, false)?);
+    let path = remove_dot_segments(&normalize_percent(path, false, true)?);
     Some(match port {
         Some(n) => format!("{scheme}://{host}:{n}{path}"),
         None => format!("{scheme}://{host}{path}"),
@@ -656,6 +661,10 @@ mod tests {
             ("https://a.example:8443/x", "https://A.EXAMPLE:8443/x"),
             ("https://[::1]:8443/", "https://[::1]:8443"),
             ("https://[::1]/", "https://[::1]:443/"),
+            // Characters a URI may not hold are compared percent-encoded, as clients send them.
+            ("https://a.example/a%20b", "https://a.example/a b"),
+            ("https://a.example/%C3%A9", "https://a.example/\u{e9}"),
+            ("https://a.example/x%7Cy", "https://a.example/x|y"),
         ];
         for (a, b) in same {
             assert_eq!(normalize_htu(a, None), normalize_htu(b, None), "{a} vs {b}");
@@ -677,8 +686,9 @@ mod tests {
             "https://user@a.example/",
             "https:///x",
             "https://a.example/%zz",
-            "https://a.example/a b",
-            "https://a.example/\u{e9}",
+            "https://a.example/%4",
+            "https://a b.example/",
+            "https://\u{e9}.example/",
             "https://a.example:99999/",
             "https://a.example:x/",
         ] {
