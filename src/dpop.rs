@@ -389,7 +389,10 @@ pub fn normalize_htu(url: &str, scheme: Option<&str>) -> Option<String> {
         _ => (authority, None),
     };
     let host = normalize_percent(host, true, false)?;
-    if host.is_empty() {
+    // A `:`, `[` or `]` belongs only to an IP literal in brackets (RFC 3986 §3.2.2).
+    let literal = host.starts_with('[') && host.ends_with(']') && host.len() > 2;
+    let inner = if literal { &host[1..host.len() - 1] } else { host.as_str() };
+    if inner.is_empty() || inner.contains(['[', ']']) || (!literal && inner.contains(':')) {
         return None;
     }
     let port = match port {
@@ -691,6 +694,9 @@ mod tests {
             "https://\u{e9}.example/",
             "https://a.example:99999/",
             "https://a.example:x/",
+            "http://a.example:80:80/",
+            "https://[]/",
+            "https://a]b/",
         ] {
             assert_eq!(normalize_htu(bad, None), None, "{bad}");
         }
