@@ -2,7 +2,8 @@
 //! `jsonwebtoken::decode` of the same token with an equivalent `Validation` (same algorithm,
 //! audience, issuer and leeway; the `DecodingKey` built once, outside the loop).
 //!
-//! Run: `cargo bench --bench decision` (numbers and the load benchmark: BENCHMARKS.md).
+//! Run: `cargo bench --bench decision` (numbers and the load benchmark: BENCHMARKS.md). The
+//! `gate_decide_dpop` group is the DPoP decision on a cached token (ES256 and EdDSA proofs).
 //! Benches report, tests assert: nothing here checks a timing.
 
 use std::future::Future;
@@ -401,10 +402,76 @@ fn gate_decide(c: &mut Criterion) {
     g.finish();
 }
 
+/// The DPoP decision on a cached bound token (RFC 9449): `Gate::decide` on a hit with a fresh
+/// proof every time (proofs made untimed in batches, as the miss bench does with tokens), next to
+/// `dpop::check_proof` alone and the proof signature's raw aws-lc-rs verification, so that the
+/// cost beyond the signature can be read off.
+fn gate_decide_dpop(c: &mut Criterion) {
+    let fx = fixture();
+    let gate = gate_with(fx);
+    let htu = "https://app.example/orders/42";
+    let mut clients = KeyRing::default();
+    clients.add_key("client-es256", Algorithm::ES256);
+    clients.add_key("client-eddsa", Algorithm::EdDSA);
+    let mut g = c.benchmark_group("gate_decide_dpop");
+    for (kid, alg) in [("client-es256", Algorithm::ES256), ("client-eddsa", Algorithm::EdDSA)] {
+        let mut bound = claims("user-dpop", fx.now);
+        bound["cnf"] = json!({"jkt": clients.thumbprint(kid)});
+        let token = fx.ring.sign("rs256", &bound);
+        let headers = |proof: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(http::header::AUTHORIZATION, format!("DPoP {token}").parse().expect("header"));
+            h.insert("dpop", proof.parse().expect("header"));
+            h.insert("x-original-method", "GET".parse().expect("header"));
+            h.insert("x-original-url", format!("{htu}?page=2").parse().expect("header"));
+            h.insert("x-request-id", "0123456789abcdef0123456789abcdef".parse().expect("header"));
+            h
+        };
+        let mut made = 0u64;
+        let mut proof = || {
+            made += 1;
+            clients.dpop_proof(kid, "GET", htu, &token, fx.now, &format!("{kid}-{made}"))
+        };
+        // Warm the token cache: every timed decision is a hit.
+        assert!(ready(gate.decide(Some(QUERY), &headers(&proof()), fx.now)).expect("allowed").no_store);
+        g.bench_function(format!("hit_{kid}"), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let n = left.min(1024);
+                    let batch: Vec<HeaderMap> = (0..n).map(|_| headers(&proof())).collect();
+                    let start = Instant::now();
+                    for h in &batch {
+                        black_box(ready(gate.decide(Some(QUERY), h, fx.now)).expect("allowed"));
+                    }
+                    spent += start.elapsed();
+                    left -= n;
+                }
+                spent
+            })
+        });
+        let one = proof();
+        let target = jwtgate::dpop::Target { method: "GET", url: htu };
+        g.bench_function(format!("check_proof_only_{kid}"), |b| {
+            b.iter(|| {
+                jwtgate::dpop::check_proof(black_box(&one), &token, target, &fx.config.dpop, fx.now).expect("valid")
+            })
+        });
+        let (input, signature) = one.rsplit_once('.').expect("compact JWS");
+        let signature = URL_SAFE_NO_PAD.decode(signature).expect("base64url");
+        let crypto = Crypto::new(&clients.public_jwk(kid), alg);
+        g.bench_function(format!("aws_lc_verify_proof_signature_{kid}"), |b| {
+            b.iter(|| crypto.verify_unparsed(black_box(input.as_bytes()), &signature))
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1)).sample_size(50);
-    targets = cache_hit, uncached, key_lookup, header_rendering, policy_parse, gate_decide
+    targets = cache_hit, uncached, key_lookup, header_rendering, policy_parse, gate_decide, gate_decide_dpop
 }
 
 /// Runs `f` `n` times: the only function whose instructions `benches/load/instructions.sh` counts
@@ -487,9 +554,47 @@ fn count_instructions(fx: &Fixture, case: &str, n: u64) {
                 black_box(ready(gate.decide(Some(QUERY), h, fx.now)).expect("allowed"));
             })
         }
+        "gate_decide_dpop" | "dpop_check_proof" => {
+            // A bound token, cached; a fresh proof by a client key of `kid`'s algorithm each time.
+            let alg = ALGS.iter().find(|a| a.0 == kid).expect("algorithm").1;
+            let mut clients = KeyRing::default();
+            clients.add_key("client", alg);
+            let mut bound = claims("user-dpop", fx.now);
+            bound["cnf"] = json!({"jkt": clients.thumbprint("client")});
+            let token = fx.ring.sign("rs256", &bound);
+            let htu = "https://app.example/orders/42";
+            let proofs: Vec<String> =
+                (0..=n).map(|i| clients.dpop_proof("client", "GET", htu, &token, fx.now, &format!("j{i}"))).collect();
+            let headers = |proof: &str| {
+                let mut h = bearer(&token);
+                h.insert(http::header::AUTHORIZATION, format!("DPoP {token}").parse().expect("header"));
+                h.insert("x-original-url", htu.parse().expect("header"));
+                h.insert("x-original-method", "GET".parse().expect("header"));
+                h.insert("dpop", proof.parse().expect("header"));
+                h
+            };
+            if what == "dpop_check_proof" {
+                let target = jwtgate::dpop::Target { method: "GET", url: htu };
+                run_loop(n, &mut || {
+                    black_box(
+                        jwtgate::dpop::check_proof(&proofs[0], &token, target, &fx.config.dpop, fx.now).expect("valid"),
+                    );
+                })
+            } else {
+                let gate = gate_with(fx);
+                let all: Vec<HeaderMap> = proofs.iter().map(|p| headers(p)).collect();
+                ready(gate.decide(Some(QUERY), &all[0], fx.now)).expect("allowed"); // the one miss
+                let mut next = all[1..].iter();
+                run_loop(n, &mut || {
+                    let h = next.next().expect("one proof per iteration");
+                    black_box(ready(gate.decide(Some(QUERY), h, fx.now)).expect("allowed"));
+                })
+            }
+        }
         _ => panic!(
             "unknown case {case}: jwtgate_validate_ALG, jsonwebtoken_decode_ALG, aws_lc_verify_key_parsed_per_call_ALG, \
-             aws_lc_verify_key_parsed_once_ALG, jwtgate_hit_ALG, gate_decide_hit_ALG, gate_decide_miss_ALG \
+             aws_lc_verify_key_parsed_once_ALG, jwtgate_hit_ALG, gate_decide_hit_ALG, gate_decide_miss_ALG, \
+             gate_decide_dpop_ALG, dpop_check_proof_ALG \
              (ALG: rs256 ps256 es256 es384 eddsa)"
         ),
     }

@@ -39,6 +39,7 @@ fn main() {
                 (names[1].clone(), HeaderValue::from_str("https://idp.example.com/realms/main").unwrap()),
             ]
             .into(),
+            jkt: None,
             // A Keycloak-shaped access token's claims: kept for `claim.`, step-up and policies.
             claims: Claims::new(serde_json::json!({
                 "exp": 4_000_000_000u64, "iat": 3_999_999_700u64, "auth_time": 3_999_999_000u64,

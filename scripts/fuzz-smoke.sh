@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
-FUZZ_TARGETS="${FUZZ_TARGETS:-token jwks config query headers}"
+FUZZ_TARGETS="${FUZZ_TARGETS:-token jwks config query headers dpop}"
 CARGO_FUZZ_VERSION="${CARGO_FUZZ_VERSION:-0.13.2}"
 export RUSTC_BOOTSTRAP=1
 

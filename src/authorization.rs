@@ -172,6 +172,7 @@ policies:
             audiences: vec![Box::from("api")].into(),
             scopes: vec![Box::from("read")].into(),
             headers: Box::new([]),
+            jkt: None,
             claims: Claims::new(claims),
         }
     }

@@ -33,6 +33,8 @@ pub struct Config {
     pub log: LogConfig,
     pub shutdown: ShutdownConfig,
     pub server: ServerConfig,
+    /// DPoP proof verification (RFC 9449).
+    pub dpop: crate::dpop::DpopConfig,
 }
 
 /// One trusted identity provider.
@@ -390,6 +392,8 @@ fn read_config(root: &Value, errs: &mut Vec<String>) -> Option<Config> {
     let idle_timeout = v.integer("idle_timeout_seconds", 75, 1, 3600, errs);
     v.finish(errs);
 
+    let dpop = read_dpop(top.get("dpop"), errs);
+
     top.finish(errs);
 
     Some(Config {
@@ -410,7 +414,46 @@ fn read_config(root: &Value, errs: &mut Vec<String>) -> Option<Config> {
         log: LogConfig { format, level },
         shutdown: ShutdownConfig { drain_delay: Duration::from_secs(drain_delay), grace: Duration::from_secs(grace) },
         server: ServerConfig { idle_timeout: Duration::from_secs(idle_timeout) },
+        dpop,
     })
+}
+
+/// The `dpop:` block; every key optional, defaults from the contract.
+fn read_dpop(value: Option<&Value>, errs: &mut Vec<String>) -> crate::dpop::DpopConfig {
+    use crate::dpop::{DpopConfig, ProofAlg};
+    let defaults = DpopConfig::default();
+    let mut d = Section::new("dpop", value, errs);
+    let algorithms = match d.string_list("algorithms", errs) {
+        None => defaults.algorithms,
+        Some(list) if list.is_empty() => {
+            errs.push("dpop.algorithms: must not be empty".into());
+            Vec::new()
+        }
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(j, a)| {
+                let alg = ProofAlg::parse(a);
+                if alg.is_none() {
+                    let names: Vec<&str> = ProofAlg::ALL.iter().map(|(n, _)| *n).collect();
+                    errs.push(format!("dpop.algorithms[{j}]: `{a}` is not one of {}", names.join(", ")));
+                }
+                alg
+            })
+            .collect(),
+    };
+    let max_age_seconds = d.integer("max_age_seconds", defaults.max_age_seconds, 1, 3600, errs);
+    let leeway_seconds = d.integer("leeway_seconds", defaults.leeway_seconds, 0, 600, errs);
+    let external_scheme = d.string("external_scheme", errs);
+    if let Some(s) = &external_scheme
+        && !matches!(s.as_str(), "https" | "http")
+    {
+        errs.push(format!("dpop.external_scheme: `{s}` is not one of https, http"));
+    }
+    let replay_cache_bytes =
+        d.integer("replay_cache_bytes", defaults.replay_cache_bytes as u64, 64 * 1024, 1 << 30, errs) as usize;
+    d.finish(errs);
+    DpopConfig { algorithms, max_age_seconds, leeway_seconds, external_scheme, replay_cache_bytes }
 }
 
 fn valid_issuer_name(name: &str) -> bool {
@@ -735,6 +778,37 @@ issuers:
         let bad = Config::from_yaml(&format!("{MINIMAL}server:\n  idle_timeout_seconds: 0\n  idle: 1\n")).unwrap_err();
         assert!(bad.0.iter().any(|e| e.contains("server.idle_timeout_seconds")), "{bad}");
         assert!(bad.0.iter().any(|e| e.contains("server.idle")), "{bad}");
+    }
+
+    #[test]
+    fn dpop_block_defaults_to_the_contract_and_reports_bad_values_with_their_paths() {
+        let c = Config::from_yaml(MINIMAL).unwrap();
+        assert_eq!(c.dpop.algs(), "ES256 ES384 ES512 EdDSA Ed25519 RS256 PS256");
+        assert_eq!((c.dpop.max_age_seconds, c.dpop.leeway_seconds), (300, 30));
+        assert_eq!(c.dpop.external_scheme, None);
+        assert_eq!(c.dpop.replay_cache_bytes, 16 << 20);
+        let c = Config::from_yaml(&format!(
+            "{MINIMAL}dpop:\n  algorithms: [ES256]\n  max_age_seconds: 60\n  leeway_seconds: 5\n  external_scheme: https\n  replay_cache_bytes: 1048576\n"
+        ))
+        .unwrap();
+        assert_eq!(c.dpop.algs(), "ES256");
+        assert_eq!((c.dpop.max_age_seconds, c.dpop.leeway_seconds), (60, 5));
+        assert_eq!(c.dpop.external_scheme.as_deref(), Some("https"));
+        assert_eq!(c.dpop.replay_cache_bytes, 1 << 20);
+        let errs = Config::from_yaml(&format!(
+            "{MINIMAL}dpop:\n  algorithms: [HS256]\n  max_age_seconds: 0\n  external_scheme: ftp\n  replay_cache_bytes: 10\n  nonce: true\n"
+        ))
+        .unwrap_err()
+        .0;
+        for want in [
+            "dpop.algorithms[0]",
+            "dpop.max_age_seconds",
+            "dpop.external_scheme",
+            "dpop.replay_cache_bytes",
+            "dpop.nonce: unknown key",
+        ] {
+            assert!(errs.iter().any(|e| e.starts_with(want)), "{want} not in {errs:?}");
+        }
     }
 
     #[test]

@@ -91,6 +91,31 @@ impl KeyRing {
         self.sign_raw(kid, alg, header.to_string().as_bytes(), claims.to_string().as_bytes())
     }
 
+    /// The RFC 7638 thumbprint of a key: the `cnf.jkt` of tokens bound to it.
+    pub fn thumbprint(&self, kid: &str) -> String {
+        crate::dpop::thumbprint(self.key(kid).jwk.as_object().expect("object")).expect("complete jwk")
+    }
+
+    /// A DPoP proof (RFC 9449 §4.2) made with key `kid` as a client would: `typ: dpop+jwt`, the
+    /// key's algorithm, its public `jwk`, and `jti`, `htm`, `htu`, `iat`, and `ath` of `token`.
+    pub fn dpop_proof(&self, kid: &str, htm: &str, htu: &str, token: &str, iat: i64, jti: &str) -> String {
+        let claims =
+            json!({"jti": jti, "htm": htm, "htu": htu, "iat": iat, "ath": crate::dpop::access_token_hash(token)});
+        self.dpop_proof_raw(kid, json!({}), &claims)
+    }
+
+    /// A DPoP proof with these claims; `header` members override the standard ones.
+    pub fn dpop_proof_raw(&self, kid: &str, header: Value, claims: &Value) -> String {
+        let key = self.key(kid);
+        let mut jwk = key.jwk.clone();
+        jwk.as_object_mut().expect("object").retain(|k, _| !matches!(k.as_str(), "kid" | "use" | "alg"));
+        let mut h = json!({"typ": "dpop+jwt", "alg": format!("{:?}", key.alg), "jwk": jwk});
+        for (k, v) in header.as_object().expect("object") {
+            h[k] = v.clone();
+        }
+        self.sign_raw(kid, key.alg, h.to_string().as_bytes(), claims.to_string().as_bytes())
+    }
+
     /// Signs arbitrary header and payload bytes with key `kid` using `alg` (which may differ
     /// from the key's own, to build hostile tokens).
     pub fn sign_raw(&self, kid: &str, alg: Algorithm, header: &[u8], payload: &[u8]) -> String {

@@ -40,6 +40,13 @@ pub enum AuthError {
     BadPolicy(LogSafe),
     /// More request headers, or more header bytes, than jwtgate decides on (see [`crate::http`]).
     HeadersTooLarge,
+    /// The DPoP proof is missing, repeated or invalid, or the original request it must match is
+    /// unknown (RFC 9449 §7.1 `invalid_dpop_proof`). The detail is a short, fixed description.
+    DpopProof(&'static str),
+    /// The token's DPoP binding is not honoured: the proof's key is not the token's `cnf.jkt`, a
+    /// bound token came as `Bearer`, an unbound one as `DPoP`, or `?dpop=required` got an unbound
+    /// token (`invalid_token`).
+    DpopBinding(&'static str),
     /// Valid token, but the authentication behind it is not the one asked for (RFC 9470): 401
     /// with an `insufficient_user_authentication` challenge.
     StepUp(StepUp),
@@ -106,6 +113,7 @@ impl AuthError {
             AuthError::KeysUnavailable => Reason::KeysUnavailable,
             AuthError::BadPolicy(_) => Reason::BadPolicy,
             AuthError::HeadersTooLarge => Reason::HeadersTooLarge,
+            AuthError::DpopProof(_) | AuthError::DpopBinding(_) => Reason::Dpop,
             AuthError::StepUp(_) => Reason::StepUp,
             AuthError::Claim(_) => Reason::Claim,
             AuthError::Policy(_) => Reason::Policy,
@@ -136,6 +144,7 @@ impl AuthError {
             AuthError::KeysUnavailable => "signing keys unavailable",
             AuthError::BadPolicy(_) => "bad policy",
             AuthError::HeadersTooLarge => "request headers too large",
+            AuthError::DpopProof(detail) | AuthError::DpopBinding(detail) => detail,
             AuthError::StepUp(s) => s.description,
             AuthError::Claim(_) => "claim requirement not met",
             AuthError::Policy(_) => "policy not met",
@@ -376,6 +385,8 @@ mod tests {
             AuthError::KeysUnavailable,
             AuthError::BadPolicy(LogSafe::new("x")),
             AuthError::HeadersTooLarge,
+            AuthError::DpopProof("x"),
+            AuthError::DpopBinding("x"),
         ];
         for e in errors {
             assert_eq!(e.kind().status(), e.status().as_str(), "{e:?}");

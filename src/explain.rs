@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 use crate::config::Config;
 use crate::error::{AuthError, Refused};
-use crate::gate::{Gate, extract_token};
+use crate::gate::{Gate, Proofs, extract_token};
 use crate::keys::KeySet;
 use crate::policy::Policy;
 use crate::validate::{self, Check, Observe};
@@ -118,6 +118,9 @@ pub struct Report {
     /// The issuer names, to label refusals.
     issuers: Vec<String>,
     request: (String, Option<String>, Option<String>),
+    /// `dpop.algorithms` when a refusal's challenge uses the DPoP scheme (a bound token, or the
+    /// query requires DPoP), as `/verify` answers.
+    dpop_algs: Option<String>,
 }
 
 impl Report {
@@ -152,8 +155,12 @@ pub async fn explain(config: Config, request: Request, now: i64) -> Result<Repor
     let mut headers = HeaderMap::new();
     let mut trace = Trace::default();
     let mut bad_header = None;
+    // A token bound to a key (cnf.jkt) is presented as a DPoP client would, under the DPoP scheme;
+    // its proof is not checked (explain takes none).
+    let bound = claims.as_ref().and_then(|c| c.get("cnf")).and_then(|c| c.get("jkt")).is_some_and(Value::is_string);
+    let scheme = if bound { "DPoP" } else { "Bearer" };
     if !token.is_empty() {
-        match HeaderValue::from_str(&format!("Bearer {token}")) {
+        match HeaderValue::from_str(&format!("{scheme} {token}")) {
             Ok(v) => {
                 headers.insert(header::AUTHORIZATION, v);
             }
@@ -184,6 +191,7 @@ pub async fn explain(config: Config, request: Request, now: i64) -> Result<Repor
         verdict: Verdict::Refuse(AuthError::MissingToken.into()),
         issuers,
         request: request_shown,
+        dpop_algs: (bound || policy.dpop_required).then(|| config.dpop.algs()),
     };
     let token = match trace.on(Check::Token, extracted) {
         Ok(t) => t,
@@ -208,6 +216,7 @@ pub async fn explain(config: Config, request: Request, now: i64) -> Result<Repor
             now,
             &mut trace,
         );
+        let result = dpop_stage(result, bound, policy.dpop_required, &mut trace);
         report.verdict = match result {
             Ok(identity) => {
                 let grant = crate::authorization::authorize(
@@ -220,7 +229,8 @@ pub async fn explain(config: Config, request: Request, now: i64) -> Result<Repor
                 )
                 .expect("the observed pipeline allowed it");
                 let end = grant.until.map_or(identity.exp, |u| u.min(identity.exp));
-                let max_age = if grant.per_request { 0 } else { crate::gate::max_age(end, now, config.cache.max_ttl) };
+                let max_age =
+                    if grant.per_request || bound { 0 } else { crate::gate::max_age(end, now, config.cache.max_ttl) };
                 Verdict::Allow { headers: header_list(&identity.headers), max_age }
             }
             Err(r) => Verdict::Refuse(r),
@@ -228,7 +238,7 @@ pub async fn explain(config: Config, request: Request, now: i64) -> Result<Repor
     } else {
         let gate = Gate::new(config.clone())?;
         // The verdict: exactly /verify's decision (a cold gate fetches the issuer's keys once).
-        let decided = gate.decide(query, &headers, now).await;
+        let decided = gate.decide_with(query, &headers, now, Proofs::Skip).await;
         // The checks: the same pipeline, observed, with the keys that decision fetched.
         let snapshots: Vec<_> = gate.issuers.iter().map(|i| i.keys.current().ok()).collect();
         let result = validate::validate_observed(
@@ -242,6 +252,7 @@ pub async fn explain(config: Config, request: Request, now: i64) -> Result<Repor
             now,
             &mut trace,
         );
+        let result = dpop_stage(result, bound, policy.dpop_required, &mut trace);
         report.signature_checked = matches!(trace.get(Check::Signature), Outcome::Passed | Outcome::Failed(_));
         if let Outcome::Failed(_) = trace.get(Check::Key)
             && let Ok(candidate) = validate::precheck(&token, &config.issuers, &policy, now)
@@ -288,6 +299,45 @@ pub async fn explain(config: Config, request: Request, now: i64) -> Result<Repor
         .find(|(_, o)| matches!(o, Outcome::Failed(_)))
         .and_then(|(c, _)| hint(*c, &config, &policy, &report.claims, &report.header, now, failed_keys.as_ref()));
     Ok(report)
+}
+
+/// The DPoP stage of the observed pipeline, where `/verify` runs it: after the token's own
+/// checks, before step-up and the 403 requirements. Only the binding rule is checked (explain
+/// has no proof), with a bound token taken as sent under the DPoP scheme.
+fn dpop_stage(
+    result: Result<crate::validate::Identity, Refused>,
+    bound: bool,
+    required: bool,
+    trace: &mut Trace,
+) -> Result<crate::validate::Identity, Refused> {
+    use crate::error::Reason;
+    let issuer = match &result {
+        Ok(identity) => identity.issuer,
+        Err(r) if matches!(r.error.kind(), Reason::StepUp | Reason::Scope | Reason::Claim | Reason::Policy) => {
+            r.issuer.unwrap_or_default()
+        }
+        // The token itself was refused: the DPoP stage never ran.
+        Err(_) => return result,
+    };
+    match crate::dpop::binding(bound, bound, required) {
+        Err(e) => {
+            trace.set(Check::Dpop, Outcome::Failed(e.clone()));
+            Err(e.at(issuer))
+        }
+        Ok(true) => {
+            trace.set(
+                Check::Dpop,
+                Outcome::Skipped(
+                    "bound by cnf.jkt: /verify needs the DPoP scheme and a fresh proof per request, not checked here",
+                ),
+            );
+            result
+        }
+        Ok(false) => {
+            trace.set(Check::Dpop, Outcome::Skipped("not DPoP-bound, and the query does not require DPoP"));
+            result
+        }
+    }
 }
 
 /// A display-only detail for a failed check: what the token has and what the config wants.
@@ -447,12 +497,14 @@ fn what(check: Check) -> &'static str {
         Check::Scope => "every scope the query requires is granted",
         Check::ClaimRequirements => "every claim. requirement of the query is met",
         Check::Policies => "every named policy of the query evaluates to true",
+        Check::Dpop => "cnf.jkt binding and dpop=required (the proof is not checked here)",
     }
 }
 
 impl Report {
-    fn refusal_headers(refused: &Refused) -> Option<String> {
-        let response = crate::http::refuse(&refused.error);
+    fn refusal_headers(&self, refused: &Refused) -> Option<String> {
+        // A DPoP refusal only happens to a bound token or under dpop=required: `dpop_algs` is set.
+        let response = crate::http::refuse(&refused.error, self.dpop_algs.as_deref());
         response.headers().get(header::WWW_AUTHENTICATE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
     }
 
@@ -495,7 +547,7 @@ impl Report {
                 "reason": r.error.reason(),
                 "description": r.error.description(),
                 "issuer": r.issuer.map(|i| self.issuers[i].as_str()).unwrap_or("none"),
-                "www_authenticate": Report::refusal_headers(r),
+                "www_authenticate": self.refusal_headers(r),
             }),
         };
         json!({
@@ -577,7 +629,7 @@ impl Report {
                     r.error.description(),
                     r.issuer.map(|i| self.issuers[i].as_str()).unwrap_or("none"),
                 );
-                if let Some(c) = Report::refusal_headers(r) {
+                if let Some(c) = self.refusal_headers(r) {
                     let _ = writeln!(out, "           WWW-Authenticate: {c}");
                 }
             }

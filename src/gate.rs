@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::authorization::Grant;
 use crate::config::{Config, IssuerConfig};
+use crate::dpop::{Replay, ReplayStore, Target};
 use crate::error::{AuthError, Refused};
 use crate::jwks::{IssuerKeys, IssuerState};
 use crate::metrics::Metrics;
@@ -47,14 +48,44 @@ pub struct Gate {
     pub cache: TokenCache,
     pub metrics: Metrics,
     policies: Arc<PolicyMemo>,
+    replay: Arc<ReplayStore>,
+    /// The DPoP challenge's `algs` value, made once.
+    dpop_algs: Arc<str>,
 }
 
 /// An allowed request: the identity and how long nginx may cache the answer.
 pub struct Allowed {
     pub entry: Arc<Entry>,
     pub max_age: u64,
-    /// The decision read the original request (a policy reads `request`): nginx must not reuse it.
+    /// The decision holds for this request only, nginx must not reuse it: a policy read
+    /// `request`, or the request used DPoP (every proof is single-use).
     pub no_store: bool,
+}
+
+/// Whether [`Gate::decide_with`] checks DPoP proofs: always on `/verify`; `jwtgate explain`
+/// takes no proof, so it checks the binding rule only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proofs {
+    Check,
+    Skip,
+}
+
+/// How the token was presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `Authorization: Bearer` (RFC 6750 §2.1).
+    Bearer,
+    /// `Authorization: DPoP` (RFC 9449 §7.1).
+    Dpop,
+    /// The configured cookie: a bearer token too.
+    Cookie,
+}
+
+/// The token and how it came.
+#[derive(Debug, Clone, Copy)]
+pub struct Credential<'h> {
+    pub token: &'h str,
+    pub scheme: Scheme,
 }
 
 /// Seconds since the Unix epoch.
@@ -74,6 +105,24 @@ pub fn max_age(end: i64, now: i64, max_ttl: std::time::Duration) -> u64 {
 /// Extracts the token: `Authorization: Bearer <token>` (scheme case-insensitive, RFC 6750 §2.1),
 /// else the configured cookie. More than one `Authorization` header is malformed.
 pub fn extract_token<'h>(headers: &'h HeaderMap, config: &crate::config::TokenConfig) -> Result<&'h str, AuthError> {
+    extract_credential(headers, config).map(|c| c.token)
+}
+
+/// True when the request's `Authorization` uses the `DPoP` scheme.
+fn uses_dpop_scheme(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().split(|b| *b == b' ').next())
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"dpop"))
+}
+
+/// Extracts the token and its scheme: `Authorization: Bearer <token>` or `Authorization: DPoP
+/// <token>` (schemes case-insensitive, RFC 6750 §2.1, RFC 9449 §7.1), else the configured cookie.
+/// More than one `Authorization` header is malformed.
+pub fn extract_credential<'h>(
+    headers: &'h HeaderMap,
+    config: &crate::config::TokenConfig,
+) -> Result<Credential<'h>, AuthError> {
     let mut auth = headers.get_all(http::header::AUTHORIZATION).iter();
     match (auth.next(), auth.next()) {
         (Some(_), Some(_)) => return Err(AuthError::Malformed("more than one Authorization header")),
@@ -83,15 +132,19 @@ pub fn extract_token<'h>(headers: &'h HeaderMap, config: &crate::config::TokenCo
             }
             let v = value.to_str().map_err(|_| AuthError::Malformed("Authorization is not ASCII"))?;
             let (scheme, token) = v.split_once(' ').ok_or(AuthError::Malformed("not a Bearer credential"))?;
-            if !scheme.eq_ignore_ascii_case("bearer") {
-                // Another scheme (Basic, DPoP, ...) carries no bearer token for us.
+            let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+                Scheme::Bearer
+            } else if scheme.eq_ignore_ascii_case("dpop") {
+                Scheme::Dpop
+            } else {
+                // Another scheme (Basic, ...) carries no token for us.
                 return Err(AuthError::MissingToken);
-            }
+            };
             // Anything after a second space is refused as malformed by the JWS parser.
             if token.is_empty() {
                 return Err(AuthError::Malformed("not a Bearer credential"));
             }
-            return check_size(token, config.max_bytes);
+            return Ok(Credential { token: check_size(token, config.max_bytes)?, scheme });
         }
         (None, _) => {}
     }
@@ -103,12 +156,33 @@ pub fn extract_token<'h>(headers: &'h HeaderMap, config: &crate::config::TokenCo
                     && k == name
                     && !v.is_empty()
                 {
-                    return check_size(v, config.max_bytes);
+                    return Ok(Credential { token: check_size(v, config.max_bytes)?, scheme: Scheme::Cookie });
                 }
             }
         }
     }
     Err(AuthError::MissingToken)
+}
+
+/// The one `X-Original-Method` / `X-Original-URL` nginx sent. Without it no proof can be checked:
+/// refused, with a warning naming the header and the nginx variable that sets it.
+fn original<'h>(headers: &'h HeaderMap, name: &'static str, nginx: &'static str) -> Result<&'h str, AuthError> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => v.to_str().map_err(|_| AuthError::DpopProof("original request header is not visible ASCII")),
+        (None, _) => {
+            tracing::warn!(
+                header = name,
+                "DPoP request without {name}: nginx must send it (ingress-nginx does; plain nginx: \
+                 proxy_set_header {name} {nginx};)"
+            );
+            Err(AuthError::DpopProof(match name {
+                "x-original-method" => "X-Original-Method missing",
+                _ => "X-Original-URL missing",
+            }))
+        }
+        (Some(_), Some(_)) => Err(AuthError::DpopProof("original request header repeated")),
+    }
 }
 
 fn check_size(token: &str, max: usize) -> Result<&str, AuthError> {
@@ -135,7 +209,17 @@ impl Gate {
             return Err(errors.join("\n"));
         }
         let cache = TokenCache::new(config.cache.max_entries, config.cache.max_bytes, config.cache.max_ttl);
-        Ok(Gate { config: Arc::new(config), issuers: issuers.into(), cache, metrics, policies: Arc::default() })
+        let replay = Arc::new(ReplayStore::new(&config.dpop));
+        let dpop_algs = config.dpop.algs().into();
+        Ok(Gate {
+            config: Arc::new(config),
+            issuers: issuers.into(),
+            cache,
+            metrics,
+            policies: Arc::default(),
+            replay,
+            dpop_algs,
+        })
     }
 
     /// Starts one background refresher per issuer, stopped by `cancel`.
@@ -161,10 +245,22 @@ impl Gate {
 
     /// Decides one `/verify` request: policy, authenticate, authorize, render (module docs).
     pub async fn decide(&self, query: Option<&str>, headers: &HeaderMap, now: i64) -> Result<Allowed, Refused> {
+        self.decide_with(query, headers, now, Proofs::Check).await
+    }
+
+    /// [`Gate::decide`], with DPoP proofs checked or (`jwtgate explain` only, which has none)
+    /// skipped once the binding rule is met.
+    pub async fn decide_with(
+        &self,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        now: i64,
+        proofs: Proofs,
+    ) -> Result<Allowed, Refused> {
         let policy = self.policies.get(query, &self.config)?;
-        let token = extract_token(headers, &self.config.token)?;
-        let entry = self.authenticate(token, &policy, now).await?;
-        let grant = self.authorize(&entry.identity, &policy, headers, now)?;
+        let credential = extract_credential(headers, &self.config.token)?;
+        let entry = self.authenticate(credential.token, &policy, now).await?;
+        let grant = self.authorize(&entry.identity, &policy, credential, proofs, headers, now)?;
         Ok(self.render(entry, grant, now))
     }
 
@@ -196,17 +292,30 @@ impl Gate {
         }
     }
 
-    /// Authorize: the request's policy on the identity, on every request.
+    /// Authorize: on every request, in the contract's order after the token itself (the
+    /// request's issuer filter and audience), the DPoP binding and proof, then the policy
+    /// (step-up, scope, `claim.`, named policies).
     pub fn authorize(
         &self,
         identity: &Identity,
         policy: &Policy,
+        credential: Credential<'_>,
+        proofs: Proofs,
         headers: &HeaderMap,
         now: i64,
     ) -> Result<Grant, Refused> {
         let issuer = &self.issuers[identity.issuer];
-        crate::authorization::authorize(identity, policy, &issuer.config, &self.config.policies, headers, now)
-            .map_err(|e| e.at(identity.issuer))
+        let refuse = |e: AuthError| e.at(identity.issuer);
+        // The token's own requirements first (authorization::authorize repeats these two
+        // comparisons, which is cheaper than splitting it).
+        policy.check_issuer(identity.issuer).map_err(refuse)?;
+        policy.check_audience(&identity.audiences, &issuer.config).map_err(refuse)?;
+        let dpop = self.check_dpop(policy, credential, proofs, identity, headers, now).map_err(refuse)?;
+        let mut grant =
+            crate::authorization::authorize(identity, policy, &issuer.config, &self.config.policies, headers, now)
+                .map_err(refuse)?;
+        grant.per_request |= dpop;
+        Ok(grant)
     }
 
     /// Render: the identity headers (rendered at verification) and how long nginx may keep the
@@ -215,6 +324,59 @@ impl Gate {
         let end = grant.until.map_or(entry.identity.exp, |until| until.min(entry.identity.exp));
         let max_age = max_age(end, now, self.config.cache.max_ttl);
         Allowed { entry, max_age, no_store: grant.per_request }
+    }
+
+    /// Proof of possession (RFC 9449 §7): the scheme and the token's `cnf.jkt` must agree, and a
+    /// bound token needs one valid, fresh proof for this request whose key is the bound one.
+    /// Returns whether the decision used DPoP.
+    fn check_dpop(
+        &self,
+        policy: &Policy,
+        credential: Credential<'_>,
+        proofs: Proofs,
+        identity: &Identity,
+        headers: &HeaderMap,
+        now: i64,
+    ) -> Result<bool, AuthError> {
+        let dpop_scheme = credential.scheme == Scheme::Dpop;
+        if !crate::dpop::binding(dpop_scheme, identity.jkt.is_some(), policy.dpop_required)? {
+            return Ok(false);
+        }
+        if proofs == Proofs::Skip {
+            return Ok(true);
+        }
+        let jkt = identity.jkt.as_deref().expect("bound");
+        let mut proofs = headers.get_all("dpop").iter();
+        let proof = match (proofs.next(), proofs.next()) {
+            (None, _) => return Err(AuthError::DpopProof("DPoP proof missing")),
+            (Some(_), Some(_)) => return Err(AuthError::DpopProof("more than one DPoP header")),
+            (Some(p), None) => p.to_str().map_err(|_| AuthError::DpopProof("DPoP proof is not a compact JWS"))?,
+        };
+        let method = original(headers, "x-original-method", "$request_method")?;
+        let url = original(headers, "x-original-url", "$scheme://$http_host$request_uri")?;
+        let proof = crate::dpop::check_proof(proof, credential.token, Target { method, url }, &self.config.dpop, now)?;
+        if proof.jkt != jkt {
+            return Err(AuthError::DpopBinding("DPoP proof key is not the token's cnf.jkt"));
+        }
+        match self.replay.check_and_insert(proof.replay_id, proof.iat, now) {
+            Ok(()) => Ok(true),
+            Err(Replay::Seen) => Err(AuthError::DpopProof("DPoP proof replayed")),
+            Err(Replay::Forgotten) => Err(AuthError::DpopProof("DPoP proof too old for the replay store")),
+        }
+    }
+
+    /// The challenge `algs` when a refusal must use the `DPoP` scheme: the request used it, the
+    /// query asks `dpop=required`, or the refusal is about DPoP itself (RFC 9449 §7.1).
+    pub fn dpop_challenge(&self, query: Option<&str>, headers: &HeaderMap, error: &AuthError) -> Option<&str> {
+        let dpop = matches!(error, AuthError::DpopProof(_) | AuthError::DpopBinding(_))
+            || uses_dpop_scheme(headers)
+            || self.policies.get(query, &self.config).is_ok_and(|p| p.dpop_required);
+        dpop.then_some(&*self.dpop_algs)
+    }
+
+    /// Bytes the DPoP replay store accounts now.
+    pub fn replay_bytes(&self) -> usize {
+        self.replay.bytes()
     }
 
     /// Verifies a token that is not in the cache.

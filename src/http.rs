@@ -152,7 +152,7 @@ async fn verify(app: &AppState, request: &Request<Incoming>) -> Response {
                     "refused"
                 ),
             }
-            refuse(&error)
+            refuse(&error, gate.dpop_challenge(request.uri().query(), headers, &error))
         }
     };
     gate.metrics.decision_duration.observe(start.elapsed().as_secs_f64());
@@ -166,7 +166,9 @@ fn allow(allowed: Allowed) -> Response {
         h.insert(name.clone(), value.clone());
     }
     if allowed.no_store {
-        // The decision read the original request (method, URL): it answers this request only.
+        // The decision answers this request only: it read the original request (method, URL),
+        // or used a DPoP proof, which is single-use (nginx's auth cache is keyed on the token,
+        // not on the proof, so a cached answer would skip the next proof).
         h.insert(X_ACCEL_EXPIRES, ZERO);
         h.insert(header::CACHE_CONTROL, NO_STORE);
     } else {
@@ -181,8 +183,9 @@ fn allow(allowed: Allowed) -> Response {
     response
 }
 
-/// The refusal response for an error (RFC 6750 §3 for 401 and 403).
-pub fn refuse(error: &AuthError) -> Response {
+/// The refusal response for an error (RFC 6750 §3 for 401 and 403). With `dpop_algs` the
+/// challenge uses the `DPoP` scheme with the same parameters and `algs` (RFC 9449 §7.1).
+pub fn refuse(error: &AuthError, dpop_algs: Option<&str>) -> Response {
     let mut response = Response::new(Body::empty());
     *response.status_mut() = error.status();
     let h = response.headers_mut();
@@ -190,6 +193,9 @@ pub fn refuse(error: &AuthError) -> Response {
     h.insert(X_ACCEL_EXPIRES, ZERO);
     let challenge = match error {
         AuthError::MissingToken => Some(r#"Bearer realm="jwtgate""#.to_string()),
+        AuthError::DpopProof(why) => {
+            Some(format!(r#"Bearer realm="jwtgate", error="invalid_dpop_proof", error_description="{why}""#))
+        }
         AuthError::Scope(required) => {
             Some(format!(r#"Bearer realm="jwtgate", error="insufficient_scope", scope="{}""#, quote_safe(required)))
         }
@@ -219,6 +225,10 @@ pub fn refuse(error: &AuthError) -> Response {
             Some(format!(r#"Bearer realm="jwtgate", error="invalid_token", error_description="{}""#, e.description()))
         }
         _ => None,
+    };
+    let challenge = match (challenge, dpop_algs) {
+        (Some(c), Some(algs)) => Some(format!(r#"DPoP{}, algs="{algs}""#, c.strip_prefix("Bearer").expect("Bearer"))),
+        (c, _) => c,
     };
     if let Some(c) = challenge {
         h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_str(&c).expect("challenge is visible ASCII"));
@@ -283,6 +293,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         keys.export_age();
     }
     app.gate.metrics.cache_entries.set(app.gate.cache.entry_count() as i64);
+    app.gate.metrics.dpop_replay_bytes.set(app.gate.replay_bytes() as i64);
     let ready = !app.draining.load(Ordering::Acquire) && app.gate.ready();
     app.gate.metrics.ready.set(i64::from(ready));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], app.gate.metrics.render()).into_response()

@@ -10,6 +10,7 @@ pub mod claims;
 pub mod cli;
 pub mod config;
 pub mod dev_issuer;
+pub mod dpop;
 pub mod error;
 pub mod explain;
 pub mod gate;

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
     pub cache_entries: prometheus::IntGauge,
+    /// Bytes the DPoP replay store accounts (bounded by `dpop.replay_cache_bytes`).
+    pub dpop_replay_bytes: prometheus::IntGauge,
     /// 1 while `/readyz` answers 200, else 0 (set when `/metrics` is scraped).
     pub ready: prometheus::IntGauge,
     /// `decisions` resolved once per (issuer, reason): the request path does no label hashing.
@@ -88,6 +90,11 @@ impl Metrics {
         .unwrap();
         let cache_entries =
             prometheus::IntGauge::new("jwtgate_token_cache_entries", "Entries in the verified-token cache.").unwrap();
+        let dpop_replay_bytes = prometheus::IntGauge::new(
+            "jwtgate_dpop_replay_store_bytes",
+            "Bytes the DPoP replay store holds (bounded by dpop.replay_cache_bytes).",
+        )
+        .unwrap();
         let ready = prometheus::IntGauge::new(
             "jwtgate_ready",
             "1 while /readyz answers 200 (every issuer has usable keys, not draining).",
@@ -103,6 +110,7 @@ impl Metrics {
             Box::new(unknown_kid_refusals.clone()),
             Box::new(lookups.clone()),
             Box::new(cache_entries.clone()),
+            Box::new(dpop_replay_bytes.clone()),
             Box::new(ready.clone()),
         ] {
             registry.register(c).unwrap();
@@ -132,6 +140,7 @@ impl Metrics {
             unknown_kid_refetches,
             unknown_kid_refusals,
             cache_entries,
+            dpop_replay_bytes,
             ready,
             decision_counters: std::sync::Arc::new(decision_counters),
             issuer_names: std::sync::Arc::new(issuer_names),

@@ -70,7 +70,8 @@ pub struct TokenCache {
 pub fn entry_bytes(identity: &Identity) -> usize {
     let headers: usize = identity.headers.iter().map(|(_, v)| v.len() + 48).sum();
     let lists: usize = identity.audiences.iter().chain(identity.scopes.iter()).map(|s| s.len() + 16).sum();
-    ENTRY_OVERHEAD_BYTES + headers + lists + identity.claims.heap_bytes()
+    let jkt = identity.jkt.as_ref().map_or(0, |j| j.len());
+    ENTRY_OVERHEAD_BYTES + headers + lists + jkt + identity.claims.heap_bytes()
 }
 
 impl TokenCache {
@@ -142,6 +143,7 @@ mod tests {
             audiences: vec![Box::from("api")].into(),
             scopes: Box::new([]),
             headers: Box::new([]),
+            jkt: None,
             claims: Claims::new(claims),
         }
     }

@@ -145,6 +145,8 @@ pub struct Candidate<'a> {
     pub exp: i64,
     /// The values of the issuer's audience claim, read once by [`precheck`].
     pub audiences: Vec<String>,
+    /// `cnf.jkt`, the DPoP binding, read once by [`precheck`].
+    pub jkt: Option<Box<str>>,
 }
 
 /// A verified identity: what the token cache keeps and what headers are rendered from.
@@ -158,8 +160,24 @@ pub struct Identity {
     pub scopes: Box<[Box<str>]>,
     /// Identity headers, rendered once at verification.
     pub headers: Box<[(HeaderName, HeaderValue)]>,
+    /// `cnf.jkt` (RFC 9449 §6.1): the thumbprint of the key this token is bound to, if any.
+    pub jkt: Option<Box<str>>,
     /// The verified claims set: what `claim.`, step-up and policies read on every request.
     pub claims: Claims,
+}
+
+/// The token's DPoP binding, `cnf.jkt` (RFC 9449 §6.1, RFC 7800 §3.1). Other confirmation
+/// methods (`x5t#S256` for mTLS, RFC 8705) are not a DPoP binding and leave the token unbound.
+fn dpop_binding(claims: &Map<String, Value>) -> Result<Option<Box<str>>, AuthError> {
+    match claims.get("cnf") {
+        None => Ok(None),
+        Some(Value::Object(cnf)) => match cnf.get("jkt") {
+            None => Ok(None),
+            Some(Value::String(jkt)) if !jkt.is_empty() => Ok(Some(jkt.as_str().into())),
+            Some(_) => Err(AuthError::Malformed("cnf.jkt is not a thumbprint")),
+        },
+        Some(_) => Err(AuthError::Malformed("cnf is not an object")),
+    }
 }
 
 /// Reads a NumericDate claim: a JSON number within the safe integer range (RFC 7519 §2).
@@ -240,6 +258,9 @@ pub enum Check {
     Key,
     /// The signature verifies with that key.
     Signature,
+    /// DPoP (RFC 9449): the token's `cnf.jkt` binding and `?dpop=required` (the proof itself is
+    /// checked by `/verify` only: `jwtgate explain` takes none).
+    Dpop,
     /// Step-up (RFC 9470): the query's `acr=` and `max_age=`, when it has them.
     StepUp,
     /// Every scope the `auth-url` query requires is granted.
@@ -252,7 +273,7 @@ pub enum Check {
 
 impl Check {
     /// Every check, in pipeline order.
-    pub const ALL: [Check; 16] = [
+    pub const ALL: [Check; 17] = [
         Check::Token,
         Check::Header,
         Check::Claims,
@@ -265,6 +286,7 @@ impl Check {
         Check::Keys,
         Check::Key,
         Check::Signature,
+        Check::Dpop,
         Check::StepUp,
         Check::Scope,
         Check::ClaimRequirements,
@@ -290,6 +312,7 @@ impl Check {
             Check::Scope => "scope",
             Check::ClaimRequirements => "claim",
             Check::Policies => "policy",
+            Check::Dpop => "dpop",
         }
     }
 }
@@ -392,7 +415,9 @@ fn check_claims<'a>(
         string_or_array(claims.get(&issuer.audience_claim)).and_then(|a| policy.check_audience(&a, issuer).map(|()| a)),
     )?;
 
-    Ok(Candidate { jws, claims, issuer: index, exp, audiences })
+    let jkt = dpop_binding(&claims)?;
+
+    Ok(Candidate { jws, claims, issuer: index, exp, audiences, jkt })
 }
 
 /// `exp` (required), `nbf` and `iat` against `now` with `leeway`; returns `exp`.
@@ -431,7 +456,7 @@ pub fn identity(candidate: Candidate<'_>, issuers: &[IssuerConfig], mapping: &[C
     let claims = Value::Object(candidate.claims);
     let headers = crate::headers::render(&claims, mapping).into_boxed_slice();
     let claims = Claims::new(claims);
-    Identity { issuer: candidate.issuer, exp: candidate.exp, audiences, scopes, headers, claims }
+    Identity { issuer: candidate.issuer, exp: candidate.exp, audiences, scopes, headers, claims, jkt: candidate.jkt }
 }
 
 /// The whole decision for one token with the keys in hand: [`precheck`], [`finish`], then the
@@ -892,8 +917,11 @@ mod tests {
         assert!(run(&scoped, &mut order).is_ok());
         let mut seen: Vec<Check> = order.0.iter().map(|(c, _)| *c).collect();
         seen.dedup();
-        // Check::Token is the HTTP layer's (extract_token), before the pipeline.
-        assert_eq!(seen, Check::ALL[1..]);
+        // Check::Token is the HTTP layer's (extract_token), before the pipeline; Check::Dpop needs
+        // the request's scheme and proof, so the gate (and explain) run it between Signature and
+        // StepUp, outside this pure pipeline.
+        let expected: Vec<Check> = Check::ALL[1..].iter().copied().filter(|c| *c != Check::Dpop).collect();
+        assert_eq!(seen, expected);
         assert!(order.0.iter().all(|(_, ok)| *ok));
         // A refusal: the failing check is the last one observed, and it is the one refused.
         let mut order = Order::default();
@@ -910,5 +938,17 @@ mod tests {
         let id = check(&with_claim("sub", json!("eve\r\nX-Admin: 1"))).unwrap();
         let v = id.headers[0].1.to_str().unwrap();
         assert!(v.starts_with("=?UTF-8?B?") && !v.contains('\n'), "{v}");
+    }
+
+    #[test]
+    fn cnf_jkt_is_the_dpop_binding_and_a_malformed_cnf_is_refused() {
+        assert_eq!(check(&ring().sign("rs256-1", &claims())).unwrap().jkt, None);
+        let id = check(&with_claim("cnf", json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}))).unwrap();
+        assert_eq!(id.jkt.as_deref(), Some("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"));
+        // An mTLS binding (RFC 8705) is not a DPoP binding.
+        assert_eq!(check(&with_claim("cnf", json!({"x5t#S256": "abc"}))).unwrap().jkt, None);
+        for bad in [json!("jkt"), json!({"jkt": 1}), json!({"jkt": ""}), json!([])] {
+            assert!(matches!(check(&with_claim("cnf", bad.clone())), Err(AuthError::Malformed(_))), "{bad}");
+        }
     }
 }

@@ -330,3 +330,63 @@ async fn explain_traces_step_up_claim_requirements_and_policies_as_verify_decide
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_checks_the_dpop_binding_as_verify_does_and_says_the_proof_is_not_checked() {
+    let app = spawn_app().await;
+    let yaml = config_yaml(&app.issuer, "", "");
+    let client = jwtgate::dev_issuer::KeyRing::standard();
+    let mut claims = app.issuer.claims("user-1", AUD, 3600);
+    claims["cnf"] = json!({"jkt": client.thumbprint("es256-1")});
+    let bound = app.sign("rs256-1", &claims);
+    let unbound = app.token("rs256-1");
+    // (token, query, status /verify gives the token as explain presents it, dpop check outcome)
+    let cases = [
+        ("bound", &bound, "", 200, "skipped"),
+        ("bound, step-up", &bound, "acr=gold", 401, "skipped"),
+        ("unbound, dpop=required", &unbound, "dpop=required", 401, "failed"),
+        ("unbound, dpop=required and a scope", &unbound, "dpop=required&scope=admin", 401, "failed"),
+        ("unbound", &unbound, "", 200, "skipped"),
+    ];
+    for (what, token, query, status, outcome) in cases {
+        let mut args = vec!["--json", token.as_str()];
+        if !query.is_empty() {
+            args.extend(["--query", query]);
+        }
+        let e = explain(&yaml, &args, None).await;
+        let report: Value = serde_json::from_str(&e.stdout).unwrap_or_else(|err| panic!("{what}: {err}\n{e:?}"));
+        assert_eq!(report["verdict"]["status"], status, "{what}: {report:#}");
+        assert_eq!(check(&report, "dpop")["outcome"], outcome, "{what}: {report:#}");
+        // /verify says the same: for a bound token, with a valid proof.
+        let mut req = app.client.get(format!("{}/verify?{query}", app.url)).header("X-Original-Method", "GET");
+        req = req.header("X-Original-URL", "https://api.example.com/x");
+        if token == &bound {
+            let proof = client.dpop_proof(
+                "es256-1",
+                "GET",
+                "https://api.example.com/x",
+                token,
+                jwtgate::gate::unix_now(),
+                what,
+            );
+            req = req.header("Authorization", format!("DPoP {token}")).header("DPoP", proof);
+        } else {
+            req = req.header("Authorization", format!("Bearer {token}"));
+        }
+        let live = req.send().await.unwrap();
+        assert_eq!(live.status().as_u16(), status, "{what}");
+        let challenge = live.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(report["verdict"]["www_authenticate"].as_str().map(str::to_string), challenge, "{what}");
+        if status == 401 && outcome == "failed" {
+            assert_eq!(report["verdict"]["reason"], "dpop", "{what}");
+        }
+        // Offline agrees on the verdict.
+        let mut args = vec!["--json", "--offline", token.as_str()];
+        if !query.is_empty() {
+            args.extend(["--query", query]);
+        }
+        let off: Value = serde_json::from_str(&explain(&yaml, &args, None).await.stdout).unwrap();
+        assert_eq!(off["verdict"]["status"], status, "{what} offline: {off:#}");
+    }
+    app.stop().await;
+}

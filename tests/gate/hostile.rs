@@ -273,6 +273,60 @@ async fn crlf_and_escapes_in_any_client_field_never_forge_a_log_line_in_either_f
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpop_proofs_never_forge_a_log_line_and_a_missing_original_header_is_named() {
+    for format in ["text", "json"] {
+        let gate = RealGate::spawn(format).await;
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let keys = jwtgate::dev_issuer::KeyRing::standard();
+        let mut claims = gate.issuer.claims("user-1", AUD, 3600);
+        claims["cnf"] = json!({"jkt": keys.thumbprint("es256-1")});
+        let token = gate.issuer.sign("rs256-1", &claims);
+        let url = "https://api.example.com/x";
+        let now = jwtgate::gate::unix_now();
+        let evil = "\r\n2026-01-01T00:00:00.000000Z  INFO FORGED\u{1b}[2J\u{9b}\u{202e}\n";
+        for (jti, htu) in
+            [(evil.to_string(), url.to_string()), ("j".into(), format!("{url}{evil}")), (evil.into(), evil.into())]
+        {
+            let proof = keys.dpop_proof("es256-1", "GET", &htu, &token, now, &jti);
+            let send = |p: String| {
+                client
+                    .get(format!("{}/verify", gate.url))
+                    .header("Authorization", format!("DPoP {token}"))
+                    .header("DPoP", p)
+                    .header("X-Original-Method", "GET")
+                    .header("X-Original-URL", url)
+                    .send()
+            };
+            let first = send(proof.clone()).await.unwrap().status();
+            let second = send(proof).await.unwrap().status();
+            assert_eq!(second, 401, "{format}: replayed or refused ({first})");
+        }
+        let proof = keys.dpop_proof("es256-1", "GET", url, &token, now, "k");
+        let r = client
+            .get(format!("{}/verify", gate.url))
+            .header("Authorization", format!("DPoP {token}"))
+            .header("DPoP", proof)
+            .header("X-Original-Method", "GET")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        wait_until("the missing X-Original-URL is logged", async || {
+            gate.log_lines().iter().any(|l| {
+                let l = String::from_utf8_lossy(l);
+                l.contains("WARN") && l.contains("x-original-url") && l.contains("proxy_set_header")
+            })
+        })
+        .await;
+        let lines = gate.log_lines();
+        assert_log_is_clean(format, &lines);
+        let text: String = lines.iter().map(|l| String::from_utf8_lossy(l).into_owned()).collect();
+        assert!(!text.contains("FORGED"), "{format}: proof content reached the log");
+        assert!(text.contains("replayed"), "{format}: the replay refusal is logged with its detail");
+    }
+}
+
 /// Decodes a header value written by jwtgate: plain text, or RFC 2047 `B` encoded words
 /// separated by spaces (RFC 2047 §6.2: the space between adjacent encoded words is dropped).
 fn decode_header(value: &str) -> String {

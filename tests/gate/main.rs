@@ -4,6 +4,7 @@ mod attacks;
 mod authorization;
 mod authorization_docs;
 mod cli;
+mod dpop;
 mod explain;
 mod helpers;
 mod hostile;

@@ -417,3 +417,215 @@ async fn key_rotation_at_the_provider_is_followed_without_restarting_the_gate() 
     assert_eq!(refreshing.status(&tb2, "").await, 200);
     provider.stop().await;
 }
+
+/// A DPoP client made with panva's `dpop` package (`tests/oidc/dpop-client.mjs`): one key pair,
+/// a proof per request. Dropping it closes its stdin, which ends the process.
+struct DpopClient {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    /// The RFC 7638 thumbprint of its public key, as the `dpop` package computes it.
+    jkt: String,
+}
+
+impl DpopClient {
+    fn start(alg: &str) -> DpopClient {
+        require_node();
+        assert!(oidc_dir().join("node_modules/dpop").is_dir(), "panva's dpop package is missing: {INSTALL_HINT}");
+        let mut child = Command::new("node")
+            .arg(oidc_dir().join("dpop-client.mjs"))
+            .arg(alg)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start node: {e}; {INSTALL_HINT}"));
+        let stdin = child.stdin.take();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = lines.next().expect("dpop-client.mjs prints READY").unwrap();
+        let jkt = ready.strip_prefix("READY ").unwrap_or_else(|| panic!("unexpected `{ready}`")).to_string();
+        DpopClient { child, stdin, lines, jkt }
+    }
+
+    /// A proof for `htm htu`, covering `token` (its `ath`) when given.
+    fn proof(&mut self, htm: &str, htu: &str, token: Option<&str>) -> String {
+        use std::io::Write as _;
+        let ask = json!({"htm": htm, "htu": htu, "accessToken": token});
+        writeln!(self.stdin.as_mut().unwrap(), "{ask}").unwrap();
+        self.lines.next().expect("a proof").unwrap()
+    }
+}
+
+impl Drop for DpopClient {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+impl Provider {
+    /// A DPoP-bound access token: the `client_credentials` grant with `proof` in a `DPoP` header.
+    async fn dpop_token(&self, resource: &str, scope: &str, proof: &str) -> String {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "client_credentials")
+            .append_pair("resource", resource)
+            .append_pair("scope", scope)
+            .finish();
+        let basic = STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
+        let r = self
+            .http
+            .post(format!("{}/token", self.issuer))
+            .header("Authorization", format!("Basic {basic}"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .header("DPoP", proof)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let doc: Value = r.json().await.unwrap();
+        assert_eq!(status, 200, "DPoP token request for {resource} failed: {doc}");
+        assert_eq!(doc["token_type"], "DPoP", "{doc}");
+        doc["access_token"].as_str().expect("access_token").to_string()
+    }
+}
+
+/// Files under `dir`, recursively (nginx's cache entries).
+fn files_under(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries.filter_map(Result::ok).map(|e| if e.path().is_dir() { files_under(&e.path()) } else { 1 }).sum()
+    })
+}
+
+/// The whole DPoP flow with code jwtgate did not write: panva's oidc-provider issues a token bound
+/// to a key of panva's `dpop` client (token request with a proof), then each request goes through
+/// nginx rendered as ingress-nginx renders `auth-url` with the example's auth cache, with a new
+/// proof every time. Every broken proof is refused, and nginx never answers from its auth cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dpop_bound_token_from_oidc_provider_passes_through_ingress_nginx_with_a_new_proof_each_time() {
+    use crate::nginx_support::{Echo, Flavour, decisions, echoed, example_ingress, ingress_nginx};
+    let dir = TempDir::new();
+    let provider = Provider::start(&dir.0, &[genkey("RS256", "rsa-1")], 0).await;
+    let mut client = tokio::task::block_in_place(|| DpopClient::start("ES256"));
+    let jkt = client.jkt.clone();
+    let mut proof =
+        |htm: &str, htu: &str, token: Option<&str>| tokio::task::block_in_place(|| client.proof(htm, htu, token));
+
+    let token_proof = proof("POST", &format!("{}/token", provider.issuer), None);
+    let token = provider.dpop_token(ORDERS, "orders:read", &token_proof).await;
+    let (jose, claims) = decode(&token);
+    assert_eq!(jose["typ"], "at+jwt");
+    assert_eq!(claims["cnf"]["jkt"], jkt.as_str(), "oidc-provider binds the token to the proof's key");
+
+    let gate = GateApp::spawn(&gate_yaml(&provider.issuer, &[ORDERS], &["RS256"], 300)).await;
+    let echo = Echo::start().await;
+    let example = example_ingress();
+    let host = "orders.test";
+    let query = format!("aud={ORDERS}&scope=orders:read&dpop=required");
+    // A second Ingress without dpop=required, to show that this auth cache does cache a Bearer 200.
+    let specs = vec![
+        example.cached_spec(host, example.auth_url_with(gate.0.addr, &query)),
+        example.cached_spec("bearer.test", example.auth_url_with(gate.0.addr, &format!("aud={ORDERS}"))),
+    ];
+    let nginx = ingress_nginx(specs, Flavour::AuthRequest, echo.addr).await;
+    let htu = format!("http://{host}/orders/7");
+    let send = |scheme: &str, proof: Option<&str>| {
+        let mut req = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(nginx.url("/orders/7?expand=items"))
+            .header(http::header::HOST, host)
+            .header("Authorization", format!("{scheme} {token}"));
+        if let Some(p) = proof {
+            req = req.header("DPoP", p);
+        }
+        req.send()
+    };
+    let decided = async || decisions(&gate.0.metrics().await);
+
+    // A new proof per request: each allowed, each decided by the gate (never nginx's cache).
+    let mut first = None;
+    for i in 0..3 {
+        let p = proof("GET", &htu, Some(&token));
+        let before = decided().await;
+        let r = send("DPoP", Some(&p)).await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}: {:?}\n{}", r.headers().get("www-authenticate"), nginx.log());
+        let seen: Value = r.json().await.unwrap();
+        assert_eq!(echoed(&seen, "x-auth-subject"), [CLIENT_ID]);
+        assert_eq!(decided().await, before + 1.0, "request {i} was answered from nginx's auth cache");
+        first.get_or_insert(p);
+    }
+    assert_eq!(echo.hits(), 3);
+
+    // Every broken proof is refused by the gate, with the DPoP challenge passed to the client.
+    let other = tokio::task::block_in_place(|| DpopClient::start("ES256").proof("GET", &htu, Some(&token)));
+    let cases = [
+        ("replayed", "DPoP", first.clone(), "invalid_dpop_proof"),
+        ("missing", "DPoP", None, "invalid_dpop_proof"),
+        ("htm", "DPoP", Some(proof("POST", &htu, Some(&token))), "invalid_dpop_proof"),
+        ("htu", "DPoP", Some(proof("GET", &format!("http://{host}/orders/8"), Some(&token))), "invalid_dpop_proof"),
+        ("no ath", "DPoP", Some(proof("GET", &htu, None)), "invalid_dpop_proof"),
+        ("another key", "DPoP", Some(other), "invalid_token"),
+        ("as Bearer", "Bearer", Some(proof("GET", &htu, Some(&token))), "invalid_token"),
+    ];
+    for (case, scheme, p, error) in cases {
+        let before = decided().await;
+        let r = send(scheme, p.as_deref()).await.unwrap();
+        assert_eq!(r.status(), 401, "{case}\n{}", nginx.log());
+        let challenge = header(&r, "www-authenticate").to_string();
+        assert!(challenge.starts_with(r#"DPoP realm="jwtgate""#), "{case}: {challenge}");
+        assert!(challenge.contains(&format!(r#"error="{error}""#)), "{case}: {challenge}");
+        assert!(challenge.contains(r#"algs=""#), "{case}: {challenge}");
+        assert_eq!(decided().await, before + 1.0, "{case} was answered from nginx's auth cache");
+    }
+    assert_eq!(echo.hits(), 3, "no refused request reached the app");
+    // The example's `auth-cache-duration: 200 1m` would cache a 200 without X-Accel-Expires: 0.
+    assert_eq!(files_under(&nginx.prefix.join("nginx-cache-auth")), 0, "nginx cached a DPoP answer");
+    // The same cache keeps a Bearer answer (so the check above can fail).
+    let bearer = provider.token(ORDERS, "orders:read").await;
+    for _ in 0..2 {
+        let r = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(nginx.url("/"))
+            .header(http::header::HOST, "bearer.test")
+            .header("Authorization", format!("Bearer {bearer}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{:?}\n{}", r.headers().get("www-authenticate"), nginx.log());
+    }
+    assert_eq!(files_under(&nginx.prefix.join("nginx-cache-auth")), 1, "nginx caches a Bearer 200");
+    provider.stop().await;
+}
+
+/// Proofs that panva's `dpop` package makes with each of its algorithms (Ed25519 under its
+/// RFC 9864 name among them) verify, and its thumbprint is jwtgate's `cnf.jkt`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proofs_of_every_dpop_package_algorithm_verify_with_its_thumbprint_as_cnf_jkt() {
+    let app = crate::helpers::spawn_app().await;
+    let htu = "https://api.example.com/orders/7";
+    for alg in ["ES256", "Ed25519", "RS256", "PS256"] {
+        let mut client = tokio::task::block_in_place(|| DpopClient::start(alg));
+        let mut claims = app.issuer.claims("alice", crate::helpers::AUD, 300);
+        claims["cnf"] = json!({"jkt": client.jkt});
+        let token = app.sign("es256-1", &claims);
+        for _ in 0..2 {
+            let p = tokio::task::block_in_place(|| client.proof("GET", htu, Some(&token)));
+            let r = app
+                .client
+                .get(format!("{}/verify", app.url))
+                .header("Authorization", format!("DPoP {token}"))
+                .header("DPoP", &p)
+                .header("X-Original-Method", "GET")
+                .header("X-Original-URL", format!("{htu}?page=2"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{alg}: {:?}", r.headers().get("www-authenticate"));
+            assert_eq!(header(&r, "cache-control"), "no-store");
+        }
+    }
+}

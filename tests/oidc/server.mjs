@@ -76,9 +76,15 @@ const provider = new Provider(issuer, {
   scopes: ['openid', 'offline_access', ...SCOPES],
   cookies: { keys: [randomBytes(32).toString('base64url')] },
   ttl: { AccessToken: ttl, ClientCredentials: ttl },
+  // oidc-provider 8 knows Ed25519 proofs only as `EdDSA`; panva's `dpop` package 2.x signs them
+  // as `Ed25519` (RFC 9864), so the token request of the interop tests uses ES256 or PS256 keys.
+  enabledJWA: { dPoPSigningAlgValues: ['ES256', 'EdDSA', 'PS256'] },
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
+    // RFC 9449: a token request with a DPoP proof gets a token bound to the proof's key
+    // (`token_type: DPoP`, `cnf.jkt` in the JWT access token); without one, a Bearer token.
+    dPoP: { enabled: true },
     resourceIndicators: {
       enabled: true,
       defaultResource: () => undefined,
