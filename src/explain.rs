@@ -204,92 +204,93 @@ pub async fn explain(config: Config, request: Request, now: i64) -> Result<Repor
     report.signature_bytes = validate::Jws::parse(&token).ok().map(|j| j.signature_len());
 
     let mut failed_keys: Option<KeySet> = None;
-    if request.offline {
-        let result = validate::validate_observed(
-            &token,
-            &config.issuers,
-            |_| Ok(None),
-            &config.claims_to_headers,
-            &policy,
-            &config.policies,
-            &headers,
-            now,
-            &mut trace,
-        );
-        let result = dpop_stage(result, bound, policy.dpop_required, &mut trace);
-        report.verdict = match result {
-            Ok(identity) => {
-                let grant = crate::authorization::authorize(
-                    &identity,
-                    &policy,
-                    &config.issuers[identity.issuer],
-                    &config.policies,
-                    &headers,
-                    now,
-                )
-                .expect("the observed pipeline allowed it");
-                let end = grant.until.map_or(identity.exp, |u| u.min(identity.exp));
-                let max_age =
-                    if grant.per_request || bound { 0 } else { crate::gate::max_age(end, now, config.cache.max_ttl) };
-                Verdict::Allow { headers: header_list(&identity.headers), max_age }
+    // Online, the verdict is exactly /verify's decision (a cold gate fetches the issuer's keys
+    // once), and the checks below run with the keys that decision fetched; offline, nothing is
+    // fetched and the checks run without keys (the signature is not checked).
+    let gate = if request.offline { None } else { Some(Gate::new(config.clone())?) };
+    let decided = match &gate {
+        Some(gate) => Some(gate.decide_with(query, &headers, now, Proofs::Skip).await),
+        None => None,
+    };
+    let snapshots: Option<Vec<_>> = gate.as_ref().map(|g| g.issuers.iter().map(|i| i.keys.current().ok()).collect());
+    let result = validate::validate_observed(
+        &token,
+        &config.issuers,
+        |i| match &snapshots {
+            None => Ok(None),
+            Some(s) => s[i].as_ref().map(|s| Some(&s.keys)).ok_or(AuthError::KeysUnavailable),
+        },
+        &config.claims_to_headers,
+        &policy,
+        &config.policies,
+        &headers,
+        now,
+        &mut trace,
+    );
+    let result = dpop_stage(result, bound, policy.dpop_required, &mut trace);
+    match (gate, snapshots, decided) {
+        (Some(gate), Some(snapshots), Some(decided)) => {
+            report.signature_checked = matches!(trace.get(Check::Signature), Outcome::Passed | Outcome::Failed(_));
+            if let Outcome::Failed(_) = trace.get(Check::Key)
+                && let Ok(candidate) = validate::precheck(&token, &config.issuers, &policy, now)
+            {
+                failed_keys = snapshots[candidate.issuer].as_ref().map(|s| s.keys.clone());
             }
-            Err(r) => Verdict::Refuse(r),
-        };
-    } else {
-        let gate = Gate::new(config.clone())?;
-        // The verdict: exactly /verify's decision (a cold gate fetches the issuer's keys once).
-        let decided = gate.decide_with(query, &headers, now, Proofs::Skip).await;
-        // The checks: the same pipeline, observed, with the keys that decision fetched.
-        let snapshots: Vec<_> = gate.issuers.iter().map(|i| i.keys.current().ok()).collect();
-        let result = validate::validate_observed(
-            &token,
-            &config.issuers,
-            |i| snapshots[i].as_ref().map(|s| Some(&s.keys)).ok_or(AuthError::KeysUnavailable),
-            &config.claims_to_headers,
-            &policy,
-            &config.policies,
-            &headers,
-            now,
-            &mut trace,
-        );
-        let result = dpop_stage(result, bound, policy.dpop_required, &mut trace);
-        report.signature_checked = matches!(trace.get(Check::Signature), Outcome::Passed | Outcome::Failed(_));
-        if let Outcome::Failed(_) = trace.get(Check::Key)
-            && let Ok(candidate) = validate::precheck(&token, &config.issuers, &policy, now)
-        {
-            failed_keys = snapshots[candidate.issuer].as_ref().map(|s| s.keys.clone());
-        }
-        let issuer = match &decided {
-            Ok(allowed) => Some(allowed.entry.identity.issuer),
-            Err(r) => r.issuer,
-        };
-        if trace.get(Check::Keys) != Outcome::NotRun
-            && let Some(index) = issuer
-        {
-            let keys = &gate.issuers[index].keys;
-            report.keys = match (&snapshots[index], keys.last_error()) {
-                (Some(s), _) => KeysNote::Fetched { issuer: keys.name.clone(), usable: s.keys.len() },
-                (None, error) => KeysNote::Failed {
-                    issuer: keys.name.clone(),
-                    error: error.unwrap_or_else(|| "no keys".to_string()),
-                },
+            let issuer = match &decided {
+                Ok(allowed) => Some(allowed.entry.identity.issuer),
+                Err(r) => r.issuer,
             };
-        }
-        report.verdict = match decided {
-            Ok(allowed) => {
-                let max_age = if allowed.no_store { 0 } else { allowed.max_age };
-                Verdict::Allow { headers: header_list(&allowed.entry.identity.headers), max_age }
+            if trace.get(Check::Keys) != Outcome::NotRun
+                && let Some(index) = issuer
+            {
+                let keys = &gate.issuers[index].keys;
+                report.keys = match (&snapshots[index], keys.last_error()) {
+                    (Some(s), _) => KeysNote::Fetched { issuer: keys.name.clone(), usable: s.keys.len() },
+                    (None, error) => KeysNote::Failed {
+                        issuer: keys.name.clone(),
+                        error: error.unwrap_or_else(|| "no keys".to_string()),
+                    },
+                };
             }
-            Err(r) => Verdict::Refuse(r),
-        };
-        // The two runs share every check; disagreeing would be a bug in jwtgate, not the token.
-        let traced = result.as_ref().err().map(|r| r.error.reason()).unwrap_or("ok");
-        let verdict = match &report.verdict {
-            Verdict::Allow { .. } => "ok",
-            Verdict::Refuse(r) => r.error.reason(),
-        };
-        if traced != verdict {
-            return Err(format!("internal error: /verify decided `{verdict}` but the checks say `{traced}`"));
+            report.verdict = match decided {
+                Ok(allowed) => {
+                    let max_age = if allowed.no_store { 0 } else { allowed.max_age };
+                    Verdict::Allow { headers: header_list(&allowed.entry.identity.headers), max_age }
+                }
+                Err(r) => Verdict::Refuse(r),
+            };
+            // The two runs share every check; disagreeing would be a bug in jwtgate, not the token.
+            let traced = result.as_ref().err().map(|r| r.error.reason()).unwrap_or("ok");
+            let verdict = match &report.verdict {
+                Verdict::Allow { .. } => "ok",
+                Verdict::Refuse(r) => r.error.reason(),
+            };
+            if traced != verdict {
+                return Err(format!("internal error: /verify decided `{verdict}` but the checks say `{traced}`"));
+            }
+        }
+        _ => {
+            report.verdict = match result {
+                Ok(identity) => {
+                    let grant = crate::authorization::authorize(
+                        &identity,
+                        &policy,
+                        &config.issuers[identity.issuer],
+                        &config.policies,
+                        &headers,
+                        now,
+                    )
+                    .expect("the observed pipeline allowed it");
+                    let end = grant.until.map_or(identity.exp, |u| u.min(identity.exp));
+                    let max_age = if grant.per_request || bound {
+                        0
+                    } else {
+                        crate::gate::max_age(end, now, config.cache.max_ttl)
+                    };
+                    Verdict::Allow { headers: header_list(&identity.headers), max_age }
+                }
+                Err(r) => Verdict::Refuse(r),
+            };
         }
     }
     report.checks = Check::ALL.iter().map(|c| (*c, trace.get(*c))).collect();
