@@ -142,6 +142,21 @@ mod tests {
             .collect()
     }
 
+    /// Found by the `headers` fuzz target: a float claim in an array sent as JSON must read back as
+    /// the same number. serde_json parses floats correctly rounded only with `float_roundtrip`
+    /// (now a feature of the product's own dependency); without it, `6.6e+26` (the shortest form of
+    /// the claim's value) read back one ulp away. Test builds get that feature from a
+    /// dev-dependency anyway, so the regression guard is the fuzz seed
+    /// `fuzz/corpus/headers/float_in_array_roundtrip`, replayed by every fuzz smoke run.
+    #[test]
+    fn a_float_in_a_json_array_header_reads_back_as_the_same_number() {
+        let claims: Value =
+            serde_json::from_str(r#"{"c": ["[", 660000000000000000000006666666.66666666, 0.1, 1e300]}"#).unwrap();
+        let out = rendered(claims.clone(), &[("c", "x-auth-c")]);
+        let back: Value = serde_json::from_str(&out[0].1).unwrap();
+        assert_eq!(back, claims["c"], "{}", out[0].1);
+    }
+
     fn rendered(claims: Value, pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         render(&claims, &map(pairs))
             .into_iter()
