@@ -364,7 +364,7 @@ fn read_config(root: &Value, errs: &mut Vec<String>) -> Option<Config> {
 
     let mut c = Section::new("cache", top.get("cache"), errs);
     let max_entries = c.integer("max_entries", 30_000, 0, 100_000_000, errs);
-    let cache_max_bytes = c.integer("max_bytes", 48 << 20, 1 << 20, 64 << 30, errs);
+    let cache_max_bytes = c.integer("max_bytes", 32 << 20, 1 << 20, 64 << 30, errs);
     let max_ttl = c.integer("max_ttl_seconds", 300, 0, 86400, errs);
     c.finish(errs);
 
