@@ -157,25 +157,32 @@ impl Provider {
 
     /// An access token from the `client_credentials` grant (client_secret_basic) for `resource`.
     async fn token(&self, resource: &str, scope: &str) -> String {
+        self.token_request(resource, scope, None).await
+    }
+
+    /// The `client_credentials` grant; with `proof` in a `DPoP` header the token must come back
+    /// DPoP-bound (`token_type: DPoP`), else a bearer token.
+    async fn token_request(&self, resource: &str, scope: &str, proof: Option<&str>) -> String {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", "client_credentials")
             .append_pair("resource", resource)
             .append_pair("scope", scope)
             .finish();
         let basic = STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
-        let r = self
+        let mut request = self
             .http
             .post(format!("{}/token", self.issuer))
             .header("Authorization", format!("Basic {basic}"))
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+            .header("Content-Type", "application/x-www-form-urlencoded");
+        if let Some(proof) = proof {
+            request = request.header("DPoP", proof);
+        }
+        let r = request.body(body).send().await.unwrap();
         let status = r.status();
         let doc: Value = r.json().await.unwrap();
-        assert_eq!(status, 200, "token request for {resource} failed: {doc}");
-        assert_eq!(doc["token_type"], "Bearer");
+        let kind = if proof.is_some() { "DPoP" } else { "Bearer" };
+        assert_eq!(status, 200, "{kind} token request for {resource} failed: {doc}");
+        assert_eq!(doc["token_type"], kind, "{doc}");
         doc["access_token"].as_str().expect("access_token").to_string()
     }
 }
@@ -466,27 +473,7 @@ impl Drop for DpopClient {
 impl Provider {
     /// A DPoP-bound access token: the `client_credentials` grant with `proof` in a `DPoP` header.
     async fn dpop_token(&self, resource: &str, scope: &str, proof: &str) -> String {
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("grant_type", "client_credentials")
-            .append_pair("resource", resource)
-            .append_pair("scope", scope)
-            .finish();
-        let basic = STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
-        let r = self
-            .http
-            .post(format!("{}/token", self.issuer))
-            .header("Authorization", format!("Basic {basic}"))
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .header("DPoP", proof)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let doc: Value = r.json().await.unwrap();
-        assert_eq!(status, 200, "DPoP token request for {resource} failed: {doc}");
-        assert_eq!(doc["token_type"], "DPoP", "{doc}");
-        doc["access_token"].as_str().expect("access_token").to_string()
+        self.token_request(resource, scope, Some(proof)).await
     }
 }
 
